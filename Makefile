@@ -1,0 +1,44 @@
+# modelwarmup's developer entry points. `make test` is what CI runs; `make demo` is the main job.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU build of torch: an unpinned torch pulls several GB of CUDA packages.
+TORCH_PIN := torch==2.13.0
+
+.PHONY: venv generate check-generated lint fix typecheck test test-fast demo bench clean
+
+venv: $(VENV)/.installed  ## Create the virtualenv with everything (runtime, compile, dev).
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH_PIN)"
+	$(BIN)/pip install -q -e '.[compile,dev]' "$(TORCH_PIN)"
+	touch $@
+
+generate: venv  ## Regenerate the CRD and docs/api.md from the API models.
+	$(BIN)/python -m modelwarmup.generated
+
+check-generated: venv  ## Fail when a generated file differs from what the models generate.
+	$(BIN)/python -m modelwarmup.generated --check
+
+lint: venv  ## ruff: lint and formatting.
+	$(BIN)/ruff check operator tests benchmarks
+	$(BIN)/ruff format --check operator tests benchmarks
+
+fix: venv  ## ruff: fix what can be fixed, format.
+	$(BIN)/ruff check --fix operator tests benchmarks
+	$(BIN)/ruff format operator tests benchmarks
+
+typecheck: venv  ## mypy --strict over the package.
+	$(BIN)/mypy
+
+test: check-generated lint typecheck  ## Everything CI checks: generated files, lint, types, tests.
+	$(BIN)/python -m pytest -q
+
+test-fast: venv  ## The tests without the slow ones (no compilation, no full loop).
+	$(BIN)/python -m pytest -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,328 @@
+"""The desired state of a ModelWarmup: which model, how to compile it, for which platforms.
+
+Each rule the API server can check is written twice on purpose: once as schema (pattern, enum,
+minimum, or a CEL rule in ``x-kubernetes-validations``) so ``kubectl apply`` rejects bad input at
+once, and once in pydantic so the operator, the CLI and the tests give the same answer with the
+field named. The tests hold both to the same table of bad examples.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from modelwarmup.api.common import (
+    DNS_LABEL,
+    DNS_SUBDOMAIN,
+    ApiModel,
+    EnvVar,
+    LabelSelector,
+    Quantity,
+    ResourceRequirements,
+    Toleration,
+    cel,
+    validations,
+)
+
+# A Hugging Face repo id: "name" or "owner/name"; letters, digits, "-", "_", ".";
+# no "--" or ".." (checked by CEL and pydantic, RE2 has no lookahead).
+REPO_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$"
+REVISION = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,254}$"
+DEVICES = r"^(cpu|gpu(:[0-9]+(,[0-9]+)*)?)$"
+SUPPORTED_DTYPES = ("float32", "bfloat16", "float16")
+Dtype = Literal["float32", "bfloat16", "float16"]
+PositiveInt = Annotated[int, Field(ge=1, le=1048576)]
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+
+
+def _check_repo_id(value: str) -> str:
+    if "--" in value or ".." in value or value.endswith((".", "-")):
+        raise ValueError(f"{value!r} is not a valid Hugging Face repo id: no '--', '..' or trailing '.'/'-'")
+    return value
+
+
+class SecretKeyRef(ApiModel):
+    """A key of a Secret in the resource's namespace."""
+
+    name: str = Field(pattern=DNS_SUBDOMAIN, max_length=253)
+    """The Secret's name."""
+    key: str = Field(default="token", pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)
+    """The key within the Secret that holds the Hugging Face token."""
+
+
+class RepoRef(ApiModel):
+    """A Hugging Face repository at a revision: the model, its draft model or a LoRA adapter."""
+
+    repo: str = Field(
+        pattern=REPO_ID,
+        max_length=193,
+        json_schema_extra=validations(
+            cel("!self.contains('--') && !self.contains('..')", "repo must not contain '--' or '..'")
+        ),
+    )
+    """The Hugging Face repo id, e.g. "google/gemma-3-12b-it"."""
+    revision: str = Field(default="main", pattern=REVISION, max_length=255)
+    """A branch, tag or commit sha; resolved to a commit sha before downloading."""
+
+    _repo_ok = field_validator("repo")(_check_repo_id)
+
+
+class ModelSource(RepoRef):
+    """Where the model comes from and what of it to download."""
+
+    allow_patterns: list[str] = Field(default_factory=list, max_length=64)
+    """Glob patterns of files to download in addition to what serving needs (config, tokenizer, safetensors)."""
+    ignore_patterns: list[str] = Field(default_factory=list, max_length=64)
+    """Glob patterns of files never to download."""
+    trust_remote_code: bool = False
+    """Allow running the modelling code shipped in the repository. Off unless you trust its authors."""
+    draft: RepoRef | None = None
+    """A draft model for speculative decoding, downloaded (not compiled) with the model."""
+    loras: list[RepoRef] = Field(default_factory=list, max_length=16)
+    """LoRA adapter repositories downloaded with the model."""
+    token_secret_ref: SecretKeyRef | None = None
+    """The Secret key holding a Hugging Face token, for gated or private models. Never the token itself."""
+    endpoint: str | None = Field(default=None, pattern=r"^https?://[^\s/$.?#][^\s]*$", max_length=2048)
+    """A Hugging Face Hub mirror's URL (HF_ENDPOINT); the public hub when unset."""
+
+
+class CompileSettings(ApiModel):
+    """How to compile the model's torch graphs. Every field is part of the cache key."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!has(self.batchSizes) || !has(self.maxBatchSize) || self.batchSizes.all(b, b <= self.maxBatchSize)",
+                "every batchSizes entry must be <= maxBatchSize",
+            ),
+            cel(
+                "!has(self.sequenceLengths) || !has(self.maxLength) || self.sequenceLengths.all(n, n <= self.maxLength)",
+                "every sequenceLengths entry must be <= maxLength",
+            ),
+        )
+    )
+
+    enabled: bool = True
+    """Compile at all; when false only the weights are downloaded."""
+    dtype: Dtype = "bfloat16"
+    """The weights' dtype when compiling (the seed's --quantization-encoding): float32, bfloat16 or float16."""
+    max_length: int = Field(default=2048, ge=1, le=1048576)
+    """The longest sequence served; compiled graphs are dynamic in length up to this."""
+    max_batch_size: int = Field(default=1, ge=1, le=4096)
+    """The largest batch served."""
+    batch_sizes: list[PositiveInt] = Field(default_factory=lambda: [1], min_length=1, max_length=16)
+    """Batch sizes to pre-compile; each at most maxBatchSize."""
+    sequence_lengths: list[PositiveInt] = Field(default_factory=list, max_length=16)
+    """Sequence lengths to run while warming (the graphs stay dynamic); each at most maxLength."""
+    mode: CompileMode = "default"
+    """torch.compile's mode."""
+    regional: bool = True
+    """Compile the repeated decoder block once instead of the whole model (the seed's --use-subgraphs)."""
+    aot_inductor: bool = False
+    """Also produce an AOTInductor package, which serving loads without a C++ compiler."""
+    extra_options: dict[str, Any] = Field(
+        default_factory=dict, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
+    """Free-form Inductor options passed to torch.compile; part of the cache key."""
+
+    @model_validator(mode="after")
+    def _within_limits(self) -> CompileSettings:
+        if any(b > self.max_batch_size for b in self.batch_sizes):
+            raise ValueError(f"batchSizes: every entry must be <= maxBatchSize ({self.max_batch_size})")
+        if any(n > self.max_length for n in self.sequence_lengths):
+            raise ValueError(f"sequenceLengths: every entry must be <= maxLength ({self.max_length})")
+        return self
+
+
+GPU_REQUESTED = (
+    "has(self.resources) && has(self.resources.limits) && self.resources.limits.exists(k, k.endsWith('/gpu'))"
+)
+
+
+class Target(ApiModel):
+    """One platform to warm for: a warm-up Job runs on a node like the serving nodes."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                f"!has(self.devices) || !self.devices.startsWith('gpu') || ({GPU_REQUESTED})",
+                "devices gpu needs a GPU in resources.limits (e.g. nvidia.com/gpu)",
+            ),
+        )
+    )
+
+    name: str = Field(pattern=DNS_LABEL, max_length=40)
+    """A short name for the platform, unique in the resource, e.g. "h100" or "l4"."""
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    """Node labels the warm-up Job must run on: the same as the serving pods'."""
+    tolerations: list[Toleration] = Field(default_factory=list)
+    """Taints the warm-up Job tolerates, as the serving pods do."""
+    resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
+    """The warm-up container's resources; request GPUs in limits, e.g. {"nvidia.com/gpu": 1}."""
+    devices: str | None = Field(default=None, pattern=DEVICES)
+    """cpu, gpu (the first GPU) or gpu:0,1 (those GPUs); unset means the first GPU if any, else CPU."""
+    runtime_class_name: str | None = Field(default=None, pattern=DNS_SUBDOMAIN)
+    """The RuntimeClass the warm-up pod uses (e.g. "nvidia"), as the serving pods do."""
+
+    @model_validator(mode="after")
+    def _gpu_requested(self) -> Target:
+        wants_gpu = bool(self.devices and self.devices.startswith("gpu"))
+        if wants_gpu and not any(key.endswith("/gpu") for key in self.resources.limits):
+            raise ValueError("devices gpu needs a GPU in resources.limits (e.g. nvidia.com/gpu)")
+        return self
+
+
+class PersistentVolumeClaimSource(ApiModel):
+    """An existing PersistentVolumeClaim in the resource's namespace."""
+
+    claim_name: str = Field(pattern=DNS_SUBDOMAIN, max_length=253)
+    """The claim's name."""
+
+
+AccessMode = Literal["ReadWriteMany", "ReadWriteOnce", "ReadOnlyMany", "ReadWriteOncePod"]
+
+
+class CacheVolumeTemplate(ApiModel):
+    """A PersistentVolumeClaim the operator creates if missing and never deletes."""
+
+    name: str = Field(default="modelwarmup-cache", pattern=DNS_SUBDOMAIN, max_length=253)
+    """The claim's name; ModelWarmups naming the same claim share one cache."""
+    storage_class_name: str | None = None
+    """The StorageClass; the cluster's default when unset."""
+    size: Quantity
+    """The claim's size, e.g. "200Gi"."""
+    access_modes: list[AccessMode] = Field(default_factory=lambda: list[AccessMode](["ReadWriteMany"]), min_length=1)
+    """Access modes; ReadWriteMany lets every serving pod mount the cache."""
+
+
+class CacheSpec(ApiModel):
+    """The volume that holds the cache: an existing claim, or one to create."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "has(self.persistentVolumeClaim) != has(self.create)",
+                "set exactly one of persistentVolumeClaim or create",
+            ),
+        )
+    )
+
+    persistent_volume_claim: PersistentVolumeClaimSource | None = None
+    """Use this existing claim."""
+    create: CacheVolumeTemplate | None = None
+    """Create this claim (no owner reference: deleting the ModelWarmup keeps the cache)."""
+    sub_path: str = Field(default="", pattern=r"^([^/.][^/]*(/[^/.][^/]*)*)?$", max_length=1024)
+    """A relative folder inside the volume for this cache; no "..", no leading "/"."""
+    retention: Literal["Retain", "DeleteSuperseded"] = "Retain"
+    """What happens to entries a new revision or setting supersedes: kept, or deleted once serving switched."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CacheSpec:
+        if (self.persistent_volume_claim is None) == (self.create is None):
+            raise ValueError("set exactly one of persistentVolumeClaim or create")
+        return self
+
+    @property
+    def claim_name(self) -> str:
+        """The name of the claim the cache lives on, whichever way it is given."""
+        if self.persistent_volume_claim is not None:
+            return self.persistent_volume_claim.claim_name
+        assert self.create is not None
+        return self.create.name
+
+
+WORKER_ENV_NO_TOKEN = cel(
+    "self.all(e, e.name != 'HF_TOKEN' && e.name != 'HUGGING_FACE_HUB_TOKEN')",
+    "HF_TOKEN must not be set in worker.env: use spec.model.tokenSecretRef",
+)
+
+
+class WorkerSpec(ApiModel):
+    """How warm-up Jobs run."""
+
+    image: str | None = None
+    """The worker image; the operator's default (chart value) when unset."""
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    """When to pull the worker image."""
+    service_account_name: str | None = Field(default=None, pattern=DNS_SUBDOMAIN)
+    """The ServiceAccount warm-up pods run as."""
+    backoff_limit: int = Field(default=3, ge=0, le=20)
+    """Retries of a transient failure (network, 5xx); permanent failures are never retried."""
+    active_deadline_seconds: int = Field(default=7200, ge=60)
+    """The longest a warm-up Job may run, in seconds."""
+    env: list[EnvVar] = Field(
+        default_factory=list, max_length=64, json_schema_extra=validations(WORKER_ENV_NO_TOKEN)
+    )
+    """Extra environment variables for the worker (e.g. TORCHINDUCTOR_* knobs)."""
+
+    @field_validator("env")
+    @classmethod
+    def _no_token(cls, env: list[EnvVar]) -> list[EnvVar]:
+        for var in env:
+            if var.name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+                raise ValueError(f"{var.name} must not be set here: use spec.model.tokenSecretRef")
+        return env
+
+
+class ServingSpec(ApiModel):
+    """The serving Deployments to wire to the warmed cache once it is ready."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!(has(self.names) && self.names.size() > 0 && has(self.selector))",
+                "set names or selector, not both",
+            ),
+        )
+    )
+
+    names: list[Annotated[str, Field(pattern=DNS_SUBDOMAIN, max_length=253)]] = Field(
+        default_factory=list, max_length=64
+    )
+    """Deployments in the resource's namespace, by name."""
+    selector: LabelSelector | None = None
+    """Deployments in the resource's namespace, by label."""
+    containers: list[str] = Field(default_factory=list, max_length=32)
+    """Which containers get the cache mount and env; all when empty."""
+    mount_path: str = Field(default="/var/cache/modelwarmup", pattern=r"^/[^:]*$")
+    """Where the cache is mounted in the serving containers."""
+    verify_init_container: bool = True
+    """Add an init container that runs `modelwarmup verify` before the server starts."""
+
+    @model_validator(mode="after")
+    def _names_or_selector(self) -> ServingSpec:
+        if self.names and self.selector is not None:
+            raise ValueError("set names or selector, not both")
+        return self
+
+
+class ModelWarmupSpec(ApiModel):
+    """What to warm: a model, compiled with these settings, for these platforms, into this cache."""
+
+    model: ModelSource
+    """The Hugging Face model to download."""
+    compile: CompileSettings = Field(default_factory=CompileSettings)
+    """How to compile its torch graphs."""
+    targets: list[Target] = Field(
+        min_length=1,
+        max_length=16,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    """The platforms to warm for, one warm-up Job each; names must be unique."""
+    cache: CacheSpec
+    """The volume that holds the cache."""
+    worker: WorkerSpec = Field(default_factory=WorkerSpec)
+    """How warm-up Jobs run."""
+    serving: ServingSpec | None = None
+    """The Deployments to wire to the cache once it is ready."""
+
+    @field_validator("targets")
+    @classmethod
+    def _unique_names(cls, targets: list[Target]) -> list[Target]:
+        seen: set[str] = set()
+        for target in targets:
+            if target.name in seen:
+                raise ValueError(f"duplicate target name {target.name!r}; names must be unique")
+            seen.add(target.name)
+        return targets

@@ -1,0 +1,65 @@
+"""The observed state of a ModelWarmup, written by the operator once per reconcile.
+
+Readiness lives in ``conditions`` only (no phase string that could disagree with them); the
+per-target entries carry the details a person needs to understand a warm-up.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ConfigDict, Field
+
+from modelwarmup.api.common import ApiModel, Condition
+
+ConditionType = Literal["Ready", "WeightsDownloaded", "Compiled", "ServingPatched"]
+TargetPhase = Literal["Pending", "Running", "Succeeded", "Failed", "CacheHit"]
+
+
+class TargetStatus(ApiModel):
+    """What is known of one target's warm-up."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    """The target's name from spec.targets."""
+    cache_key: str | None = None
+    """The cache entry this target warms: <model-key>/<platform-key> under compiled/."""
+    job: str | None = None
+    """The warm-up Job's name."""
+    phase: TargetPhase = "Pending"
+    """Pending, Running, Succeeded, Failed, or CacheHit (an entry was already complete)."""
+    platform: dict[str, str] = Field(default_factory=dict)
+    """The platform fingerprint the worker saw: torch, CUDA, GPU or CPU ISA, Python."""
+    bytes: int | None = Field(default=None, ge=0)
+    """Bytes the cache entry holds (weights and compiled artifacts)."""
+    download_seconds: float | None = Field(default=None, ge=0)
+    """How long the download took."""
+    compile_seconds: float | None = Field(default=None, ge=0)
+    """How long compilation took."""
+    message: str = ""
+    """The worker's last word: its summary, or why it failed."""
+    attempts: int = Field(default=0, ge=0)
+    """How many warm-up pods have run for this target."""
+
+
+class ModelWarmupStatus(ApiModel):
+    """The observed state, written by the operator."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    observed_generation: int | None = Field(default=None, ge=0)
+    """The .metadata.generation this status describes."""
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    """Ready, WeightsDownloaded, Compiled and ServingPatched, in Kubernetes' condition shape."""
+    resolved_revision: str | None = None
+    """The commit sha the model's revision resolved to."""
+    cache_key: str | None = None
+    """The model key every target warmed; serving Deployments carry it as an annotation."""
+    targets: list[TargetStatus] = Field(default_factory=list)
+    """One entry per spec.targets entry."""
+    patched_deployments: list[str] = Field(default_factory=list)
+    """The Deployments wired to the cache."""

@@ -1,0 +1,74 @@
+"""Every error modelwarmup raises on purpose, in one place, without kopf in it.
+
+Each error knows whether it is permanent (retrying cannot help: bad input, a missing repository,
+no access) or transient (network, a 5xx, a busy lock). The worker turns that into its exit code,
+and the warm-up Job's ``podFailurePolicy`` fails fast on the permanent one. Each also carries a
+CamelCase ``reason`` that becomes a status condition's reason. Classes inherit from the closest
+built-in too, so callers can catch ``FileNotFoundError`` or ``PermissionError`` as usual.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Final
+
+import pydantic
+
+# Exit codes of `modelwarmup` commands. 2 is argparse's own for a bad command line.
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_PERMANENT: Final = 10
+EXIT_TRANSIENT: Final = 11
+PERMANENT_EXIT_CODES: Final = (EXIT_USAGE, EXIT_PERMANENT)
+
+
+class ModelWarmupError(Exception):
+    """Base of modelwarmup's own errors; its message is safe to show (it never holds a token)."""
+
+    exit_code: ClassVar[int] = EXIT_FAILED
+    reason: ClassVar[str] = "Failed"
+
+    @property
+    def permanent(self) -> bool:
+        return self.exit_code in PERMANENT_EXIT_CODES
+
+
+class PermanentError(ModelWarmupError):
+    """Retrying with the same input cannot succeed."""
+
+    exit_code = EXIT_PERMANENT
+
+
+class TransientError(ModelWarmupError):
+    """A retry may succeed: the network, the hub or a lock was in the way."""
+
+    exit_code = EXIT_TRANSIENT
+    reason = "TransientFailure"
+
+
+# --- Input ---------------------------------------------------------------------------------
+
+
+class InvalidSpecError(PermanentError, ValueError):
+    """A ModelWarmup's spec, or a command line, breaks a rule of the API."""
+
+    reason = "InvalidSpec"
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+def describe_validation_error(error: pydantic.ValidationError, *, root: str = "spec") -> list[str]:
+    """One line per problem, each naming the field by its path as the user wrote it."""
+    problems = []
+    for item in error.errors(include_url=False):
+        path = root
+        for part in item["loc"]:
+            path += f"[{part}]" if isinstance(part, int) else f".{part}"
+        path = path.lstrip(".")
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown field"
+        problems.append(f"{path}: {message}")
+    return problems
