@@ -13,10 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from modelwarmup import apidocs, crdgen
+from modelwarmup.worker import options
 
 GENERATED: dict[str, Callable[[], str]] = {
     "crds/modelwarmups.modelwarmup.dev.yaml": crdgen.render_crd,
     "docs/api.md": apidocs.render_api_docs,
+    "docs/cli.md": options.render_cli_docs,
 }
 
 

@@ -37,6 +37,8 @@ class TargetStatus(ApiModel):
     """How long the download took."""
     compile_seconds: float | None = Field(default=None, ge=0)
     """How long compilation took."""
+    reason: str = ""
+    """The worker's CamelCase reason for its last result, e.g. Warmed, CacheHit, RepositoryNotFound."""
     message: str = ""
     """The worker's last word: its summary, or why it failed."""
     attempts: int = Field(default=0, ge=0)

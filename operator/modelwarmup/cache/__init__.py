@@ -1,0 +1,1 @@
+"""The cache volume: its layout, atomic entries, locks and keys."""

@@ -1,0 +1,85 @@
+"""Carry out a reconcile plan: create what is missing, patch Deployments, write status, post Events.
+
+Creates treat 409 as "already there" (names are content-derived, so the object is the same).
+A Deployment patch that fails its resourceVersion test is left to the next reconcile, which
+recomputes it from the new state. Status is written once, through the status subresource.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from modelwarmup.api import resource
+from modelwarmup.api.resource import ModelWarmup
+from modelwarmup.controller import conditions, kubeapi
+from modelwarmup.controller.decide import Plan
+from modelwarmup.controller.kubeapi import KubeApi
+
+Manifest = dict[str, Any]
+
+
+def _create(api: KubeApi, kind: kubeapi.Kind, namespace: str, body: Manifest, log: logging.Logger) -> None:
+    try:
+        api.create(kind, namespace, body)
+        log.info("created %s %s", kind.plural, body["metadata"]["name"])
+    except kubeapi.ApiError as error:
+        if not error.conflict:
+            raise
+
+
+def status_body(plan: Plan) -> Manifest:
+    return {"status": plan.status.model_dump(mode="json", by_alias=True, exclude_none=True)}
+
+
+def post_event(api: KubeApi, mw: ModelWarmup, type_: str, reason: str, message: str) -> None:
+    namespace = mw.metadata.namespace or "default"
+    at = conditions.now()
+    api.create(
+        kubeapi.EVENTS,
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{mw.metadata.name}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": resource.API_VERSION,
+                "kind": resource.KIND,
+                "name": mw.metadata.name,
+                "namespace": namespace,
+                "uid": mw.metadata.uid,
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message,
+            "source": {"component": "modelwarmup-operator"},
+            "reportingComponent": "modelwarmup.dev/operator",
+            "firstTimestamp": at,
+            "lastTimestamp": at,
+            "count": 1,
+        },
+    )
+
+
+def apply(api: KubeApi, mw: ModelWarmup, plan: Plan, log: logging.Logger) -> list[str]:
+    """Apply the plan; returns the Deployments whose patch must be retried."""
+    namespace = mw.metadata.namespace or "default"
+    if plan.create_claim is not None:
+        _create(api, kubeapi.CLAIMS, namespace, plan.create_claim, log)
+    for job in plan.create_jobs:
+        _create(api, kubeapi.JOBS, namespace, job, log)
+    retry: list[str] = []
+    for name, patch in plan.patches.items():
+        try:
+            api.json_patch(kubeapi.DEPLOYMENTS, namespace, name, patch)
+            log.info("wired Deployment %s to cache key %s", name, plan.status.cache_key)
+        except kubeapi.ApiError as error:
+            if error.status not in (409, 422):
+                raise
+            log.info("Deployment %s changed while we patched it; will retry", name)
+            retry.append(name)
+    api.merge_patch(kubeapi.MODELWARMUPS, namespace, mw.metadata.name, status_body(plan), subresource="status")
+    for type_, reason, message in plan.events:
+        post_event(api, mw, type_, reason, message)
+    return retry

@@ -1,0 +1,220 @@
+"""The reconcile decision: from what was observed to what should be. A pure function.
+
+No API calls and no clock reads here (the time comes in as an argument), so every situation the
+operator can meet is a plain unit test: observed state in, a :class:`Plan` out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from modelwarmup.api.resource import ModelWarmup
+from modelwarmup.api.spec import Target
+from modelwarmup.api.status import ModelWarmupStatus, TargetStatus
+from modelwarmup.controller import conditions, jobs, naming, serving
+from modelwarmup.controller.settings import OperatorSettings
+
+Manifest = dict[str, Any]
+JobPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A warm-up Job as observed, with the summary its last pod left in its termination message."""
+
+    name: str
+    owner: str | None  # the ModelWarmup that created it
+    phase: JobPhase
+    attempts: int
+    summary: Mapping[str, Any] | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Observed:
+    mw: ModelWarmup
+    jobs_by_key: Mapping[str, list[JobView]]
+    deployments: Mapping[str, Manifest]  # the Deployments the resource names (or selects), found
+    missing_deployments: tuple[str, ...] = ()
+    claim_exists: bool = True
+
+
+@dataclass
+class Plan:
+    status: ModelWarmupStatus
+    create_claim: Manifest | None = None
+    create_jobs: list[Manifest] = field(default_factory=list)
+    patches: dict[str, list[Manifest]] = field(default_factory=dict)
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+
+
+def _pick_job(views: list[JobView], own: str) -> JobView | None:
+    """Our own Job for a key first, else another resource's that has not failed (a shared entry)."""
+    mine = [v for v in views if v.owner == own]
+    if mine:
+        return mine[0]
+    order = {"Succeeded": 0, "Running": 1, "Pending": 2}
+    shared = sorted((v for v in views if v.phase in order), key=lambda v: (order[v.phase], v.name))
+    return shared[0] if shared else None
+
+
+def _target_status(target: Target, key: str, view: JobView | None, own: str) -> TargetStatus:
+    base: dict[str, Any] = {"name": target.name}
+    if view is None:
+        return TargetStatus(**base, phase="Pending", message="warm-up Job created; waiting for it to start")
+    summary = dict(view.summary or {})
+    base.update(
+        job=view.name,
+        attempts=view.attempts,
+        reason=str(summary.get("reason") or ("JobFailed" if view.phase == "Failed" else "")),
+        message=(summary.get("message") or view.message)[:1024],
+    )
+    if summary.get("ok"):
+        base.update(
+            cache_key=summary.get("cache_key"),
+            platform={k: str(v) for k, v in (summary.get("platform") or {}).items()},
+            bytes=summary.get("bytes"),
+            download_seconds=summary.get("download_seconds"),
+            compile_seconds=summary.get("compile_seconds"),
+        )
+    shared = view.owner != own
+    if shared:
+        base["message"] = f"shares the entry of Job {view.name}: {base['message']}"
+    if view.phase == "Succeeded":
+        phase = "CacheHit" if shared or summary.get("cache_hit") else "Succeeded"
+        if phase == "CacheHit":
+            base["reason"] = "CacheHit"
+        return TargetStatus(**base, phase=phase)
+    return TargetStatus(**base, phase=view.phase)
+
+
+def _claim(mw: ModelWarmup) -> Manifest:
+    create = mw.spec.cache.create
+    assert create is not None
+    spec: Manifest = {"accessModes": list(create.access_modes), "resources": {"requests": {"storage": str(create.size)}}}
+    if create.storage_class_name:
+        spec["storageClassName"] = create.storage_class_name
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        # No owner reference: the cache outlives any one ModelWarmup.
+        "metadata": {"name": create.name, "namespace": mw.metadata.namespace, "labels": {naming.MANAGED_BY: naming.OPERATOR}},
+        "spec": spec,
+    }
+
+
+def decide(observed: Observed, settings: OperatorSettings, *, now: str) -> Plan:
+    """What should be, given what is."""
+    mw = observed.mw
+    own = mw.metadata.name
+    image = mw.spec.worker.image or settings.worker_image
+    plan = Plan(status=ModelWarmupStatus())
+    if mw.spec.cache.create is not None and not observed.claim_exists:
+        plan.create_claim = _claim(mw)
+
+    targets: list[TargetStatus] = []
+    for target in mw.spec.targets:
+        key = naming.warmup_key(mw.spec, target, image)
+        view = _pick_job(list(observed.jobs_by_key.get(key, [])), own)
+        if view is None:
+            plan.create_jobs.append(jobs.build_job(mw, target, key, settings))
+        targets.append(_target_status(target, key, view, own))
+
+    phases = {t.phase for t in targets}
+    done = phases <= {"Succeeded", "CacheHit"}
+    failed = [t for t in targets if t.phase == "Failed"]
+    model_keys = {t.cache_key.split("/")[0] for t in targets if t.cache_key}
+    model_key = sorted(model_keys)[0] if done and model_keys else None
+    commits = [(t.name, v) for t in targets for v in [_commit(observed, mw, t)] if v]
+
+    wanted: list[tuple[str, str, str, str]] = []
+    if failed:
+        why = "; ".join(f"{t.name}: {t.message}" for t in failed)
+        weights = compiled = ("False", "JobFailed", why)
+    elif done:
+        hit = phases == {"CacheHit"}
+        weights = ("True", "CacheHit" if hit else "Downloaded", "weights are in the cache")
+        compiled = (
+            ("True", "CacheHit" if hit else "Compiled", "compiled artifacts are in the cache for every target")
+            if mw.spec.compile.enabled
+            else ("True", "CompileDisabled", "compilation is disabled; weights only")
+        )
+    else:
+        waiting = "JobPending" if phases <= {"Pending"} else "Warming"
+        running = ", ".join(f"{t.name}: {t.phase}" for t in targets if t.phase not in ("Succeeded", "CacheHit"))
+        weights = compiled = ("False", waiting, f"waiting for warm-up Jobs ({running})")
+    wanted.append(("WeightsDownloaded", *weights))
+    wanted.append(("Compiled", *compiled))
+
+    patched, serving_condition = _serving(observed, mw, model_key, settings, plan)
+    wanted.append(("ServingPatched", *serving_condition))
+    if failed:
+        ready = ("False", "JobFailed", compiled[2])
+    elif not done:
+        ready = ("False", compiled[1], compiled[2])
+    elif serving_condition[0] != "True":
+        ready = ("False", serving_condition[1], serving_condition[2])
+    else:
+        ready = ("True", "CacheHit" if phases == {"CacheHit"} else "Ready", f"warmed {mw.spec.model.repo} for {len(targets)} target(s)")
+    wanted.insert(0, ("Ready", *ready))
+
+    previous = mw.status.conditions
+    new_conditions = conditions.merge(previous, wanted, generation=mw.metadata.generation, at=now)
+    for changed in conditions.transitions(previous, new_conditions):
+        kind = "Normal" if changed.status == "True" or changed.reason in ("JobPending", "Warming", "WaitingForCache") else "Warning"
+        plan.events.append((kind, changed.reason, f"{changed.type}={changed.status}: {changed.message}"[:1024]))
+    plan.status = ModelWarmupStatus(
+        observed_generation=mw.metadata.generation,
+        conditions=new_conditions,
+        resolved_revision=commits[0][1] if commits else mw.status.resolved_revision,
+        cache_key=model_key or mw.status.cache_key,
+        targets=targets,
+        patched_deployments=patched,
+    )
+    return plan
+
+
+def _commit(observed: Observed, mw: ModelWarmup, target: TargetStatus) -> str | None:
+    for views in observed.jobs_by_key.values():
+        for view in views:
+            if view.name == target.job and view.summary and view.summary.get("commit"):
+                return str(view.summary["commit"])
+    return None
+
+
+def _serving(
+    observed: Observed, mw: ModelWarmup, model_key: str | None, settings: OperatorSettings, plan: Plan
+) -> tuple[list[str], tuple[str, str, str]]:
+    """Which Deployments are wired to the current key, patches to get there, and the condition."""
+    if mw.spec.serving is None:
+        return [], ("True", "NoServing", "no Deployments to wire")
+    own = mw.metadata.name
+    patched: list[str] = []
+    conflicts: list[str] = []
+    for name, deployment in sorted(observed.deployments.items()):
+        owner = serving.wired_by(deployment)
+        if owner not in (None, own):
+            conflicts.append(f"{name} (wired by {owner})")
+            continue
+        current = serving.current_key(deployment)
+        if model_key is None:
+            if current is not None:
+                patched.append(name)  # still serving the previous key until the new one is warm
+            continue
+        if current == model_key:
+            patched.append(name)
+            continue
+        template = deployment.get("spec", {}).get("template", {})
+        image = settings.runtime_image or mw.spec.worker.image or settings.worker_image
+        new_template = serving.wired_template(template, mw, model_key, image)
+        plan.patches[name] = serving.json_patch(deployment, new_template, owner=own)
+        patched.append(name)
+    if observed.missing_deployments:
+        return patched, ("False", "DeploymentNotFound", f"not found: {', '.join(observed.missing_deployments)}")
+    if conflicts:
+        return patched, ("False", "DeploymentConflict", f"wired by another ModelWarmup: {', '.join(conflicts)}")
+    if model_key is None:
+        return patched, ("False", "WaitingForCache", "Deployments switch once every target is warm")
+    return patched, ("True", "Patched", f"{len(patched)} Deployment(s) use cache key {model_key}")

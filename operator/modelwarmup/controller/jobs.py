@@ -1,0 +1,170 @@
+"""The warm-up Job for one target, built as a plain manifest (pure: no API calls).
+
+The pod runs `modelwarmup warm-cache` with options derived from the spec, on a node like the
+serving nodes, with the cache claim mounted and the token only as a secretKeyRef. It runs under
+the restricted Pod Security profile, and its ``podFailurePolicy`` fails the Job at once on the
+worker's permanent exit codes while transient ones are retried up to ``backoffLimit``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from modelwarmup import errors
+from modelwarmup.api import resource
+from modelwarmup.api.resource import ModelWarmup
+from modelwarmup.api.spec import ModelWarmupSpec, Target
+from modelwarmup.controller import naming
+from modelwarmup.controller.settings import OperatorSettings
+
+CONTAINER = "warm-cache"
+CACHE_MOUNT = "/cache"
+CAST_FLAG = "--allow-safetensors-weights-fp32-bf16-bidirectional-cast"
+
+
+def worker_args(spec: ModelWarmupSpec, target: Target) -> list[str]:
+    """The warm-cache command line for one target."""
+    model, compile_ = spec.model, spec.compile
+    args = [
+        "warm-cache",
+        "--model-path", model.repo,
+        "--huggingface-model-revision", model.revision,
+        "--cache-dir", CACHE_MOUNT,
+        "--termination-log", "/dev/termination-log",
+    ]  # fmt: skip
+    if model.trust_remote_code:
+        args.append("--trust-remote-code")
+    if model.allow_patterns:
+        args += ["--allow-patterns", *model.allow_patterns]
+    if model.ignore_patterns:
+        args += ["--ignore-patterns", *model.ignore_patterns]
+    if model.draft is not None:
+        args += ["--draft-model-path", model.draft.repo, "--draft-huggingface-model-revision", model.draft.revision]
+    if model.loras:
+        args += ["--lora-paths", *(f"{lora.repo}@{lora.revision}" for lora in model.loras)]
+    if target.devices:
+        args += ["--devices", target.devices]
+    if not compile_.enabled:
+        return [*args, "--no-compile"]
+    args += [
+        "--quantization-encoding", compile_.dtype,
+        CAST_FLAG,  # the spec's dtype is the user's explicit choice
+        "--max-length", str(compile_.max_length),
+        "--max-batch-size", str(compile_.max_batch_size),
+        "--batch-sizes", *map(str, compile_.batch_sizes),
+        "--compile-mode", compile_.mode,
+        "--use-subgraphs" if compile_.regional else "--no-use-subgraphs",
+    ]  # fmt: skip
+    if compile_.sequence_lengths:
+        args += ["--sequence-lengths", *map(str, compile_.sequence_lengths)]
+    if compile_.aot_inductor:
+        args.append("--aot-inductor")
+    for key, value in sorted(compile_.extra_options.items()):
+        args += ["--inductor-option", f"{key}={json.dumps(value)}"]
+    return args
+
+
+def _env(spec: ModelWarmupSpec) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": "HF_HOME", "value": f"{CACHE_MOUNT}/hf"},
+        {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    if spec.model.endpoint:
+        env.append({"name": "HF_ENDPOINT", "value": spec.model.endpoint})
+    if spec.model.token_secret_ref is not None:
+        ref = spec.model.token_secret_ref
+        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+    env += [{"name": e.name, "value": e.value} for e in spec.worker.env]
+    return env
+
+
+def owner_reference(mw: ModelWarmup) -> dict[str, Any]:
+    return {
+        "apiVersion": resource.API_VERSION,
+        "kind": resource.KIND,
+        "name": mw.metadata.name,
+        "uid": mw.metadata.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def build_job(mw: ModelWarmup, target: Target, key: str, settings: OperatorSettings) -> dict[str, Any]:
+    """The Job manifest warming ``target`` of ``mw``."""
+    spec = mw.spec
+    name = naming.job_name(mw.metadata.name, target.name, key)
+    labels = naming.job_labels(mw.metadata.name, target.name, key)
+    resources = target.resources.model_dump(mode="json", exclude_defaults=True)
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": spec.worker.image or settings.worker_image,
+        "imagePullPolicy": spec.worker.image_pull_policy,
+        "command": ["modelwarmup"],
+        "args": worker_args(spec, target),
+        "env": _env(spec),
+        "resources": resources,
+        "volumeMounts": [
+            {"name": "cache", "mountPath": CACHE_MOUNT, **({"subPath": spec.cache.sub_path} if spec.cache.sub_path else {})},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "volumes": [
+            {"name": "cache", "persistentVolumeClaim": {"claimName": spec.cache.claim_name}},
+            {"name": "tmp", "emptyDir": {}},
+        ],
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": settings.worker_uid,
+            "runAsGroup": settings.worker_uid,
+            "fsGroup": settings.worker_uid,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "enableServiceLinks": False,
+        "automountServiceAccountToken": False,
+    }
+    if target.node_selector:
+        pod_spec["nodeSelector"] = dict(target.node_selector)
+    if target.tolerations:
+        pod_spec["tolerations"] = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in target.tolerations]
+    if target.runtime_class_name:
+        pod_spec["runtimeClassName"] = target.runtime_class_name
+    if spec.worker.service_account_name:
+        pod_spec["serviceAccountName"] = spec.worker.service_account_name
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": mw.metadata.namespace,
+            "labels": labels,
+            "ownerReferences": [owner_reference(mw)],
+        },
+        "spec": {
+            "backoffLimit": spec.worker.backoff_limit,
+            "activeDeadlineSeconds": spec.worker.active_deadline_seconds,
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": list(errors.PERMANENT_EXIT_CODES)},
+                    },
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                ]
+            },
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }

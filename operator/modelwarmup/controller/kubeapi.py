@@ -1,0 +1,125 @@
+"""A small JSON client for the Kubernetes API, on the official client's config and transport.
+
+The official client loads credentials (in-cluster service account, kubeconfig, token refresh)
+and does TLS; this module only adds what the operator needs on top: plain dicts in and out,
+the paths of the few resource kinds it touches, and errors that say conflict from not-found.
+One instance lives in kopf's memo; nothing here is module-global.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from modelwarmup.api import resource
+
+Manifest = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Kind:
+    group: str
+    version: str
+    plural: str
+
+    def path(self, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
+        base = f"/api/{self.version}" if not self.group else f"/apis/{self.group}/{self.version}"
+        path = f"{base}/namespaces/{quote(namespace)}/{self.plural}"
+        if name is not None:
+            path += f"/{quote(name)}"
+        if subresource is not None:
+            path += f"/{subresource}"
+        return path
+
+
+MODELWARMUPS = Kind(resource.GROUP, resource.VERSION, resource.PLURAL)
+JOBS = Kind("batch", "v1", "jobs")
+PODS = Kind("", "v1", "pods")
+DEPLOYMENTS = Kind("apps", "v1", "deployments")
+CLAIMS = Kind("", "v1", "persistentvolumeclaims")
+EVENTS = Kind("", "v1", "events")
+
+
+class ApiError(Exception):
+    """The API server answered with an error status."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        self.status = status
+        self.reason = reason
+        super().__init__(f"{status} {reason}: {message}")
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
+
+
+class KubeApi:
+    """JSON over the official client's REST transport."""
+
+    def __init__(self, server: str | None = None) -> None:
+        from kubernetes import client, config
+
+        if server is not None:
+            configuration = client.Configuration(host=server)
+        else:
+            configuration = client.Configuration()
+            try:
+                config.load_incluster_config(client_configuration=configuration)
+            except config.ConfigException:
+                config.load_kube_config(client_configuration=configuration)
+        self.configuration = configuration
+        self.api_client = client.ApiClient(configuration)
+        self.requests = 0
+
+    def request(self, method: str, path: str, *, query: dict[str, str] | None = None, body: Any = None, content_type: str = "application/json") -> Manifest:
+        from kubernetes.client import exceptions
+
+        url = self.configuration.host.rstrip("/") + path + (f"?{urlencode(query)}" if query else "")
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        for auth in self.configuration.auth_settings().values():
+            if auth.get("value"):
+                headers[auth["key"]] = auth["value"]
+        self.requests += 1
+        try:
+            response = self.api_client.rest_client.request(method, url, headers=headers, body=body, _request_timeout=30)
+        except exceptions.ApiException as error:
+            raise _api_error(error.status or 0, error.reason or "", error.body) from None
+        data = response.read() if hasattr(response, "read") else response.data
+        status = getattr(response, "status", 200)
+        if status >= 400:
+            raise _api_error(status, getattr(response, "reason", ""), data)
+        return json.loads(data) if data else {}
+
+    def get(self, kind: Kind, namespace: str, name: str) -> Manifest:
+        return self.request("GET", kind.path(namespace, name))
+
+    def list(self, kind: Kind, namespace: str, *, labels: dict[str, str] | None = None) -> list[Manifest]:
+        query = {"labelSelector": ",".join(f"{k}={v}" for k, v in labels.items())} if labels else None
+        items: list[Manifest] = self.request("GET", kind.path(namespace), query=query).get("items", [])
+        if labels:  # servers filter; re-checking costs nothing and guards against one that doesn't
+            items = [i for i in items if all((i.get("metadata", {}).get("labels") or {}).get(k) == v for k, v in labels.items())]
+        return items
+
+    def create(self, kind: Kind, namespace: str, body: Manifest) -> Manifest:
+        return self.request("POST", kind.path(namespace), body=body)
+
+    def merge_patch(self, kind: Kind, namespace: str, name: str, patch: Manifest, *, subresource: str | None = None) -> Manifest:
+        return self.request("PATCH", kind.path(namespace, name, subresource), body=patch, content_type="application/merge-patch+json")
+
+    def json_patch(self, kind: Kind, namespace: str, name: str, patch: list[Manifest]) -> Manifest:
+        return self.request("PATCH", kind.path(namespace, name), body=patch, content_type="application/json-patch+json")
+
+
+def _api_error(status: int, reason: str, body: Any) -> ApiError:
+    message = ""
+    try:
+        message = json.loads(body).get("message", "")
+    except (TypeError, ValueError, AttributeError):
+        message = str(body or "")[:300]
+    return ApiError(status, reason, message)

@@ -1,0 +1,46 @@
+"""Run the operator: `modelwarmup operator` (or `kopf run -m modelwarmup.controller.kopf_entry`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+import kopf
+
+from modelwarmup.controller import handlers
+from modelwarmup.controller.settings import OperatorSettings
+
+
+def run_operator(settings: OperatorSettings, *, registry: kopf.OperatorRegistry | None = None) -> None:
+    """Run until stopped (SIGTERM/SIGINT)."""
+    registry = registry or kopf.OperatorRegistry()
+    handlers.register(registry, settings)
+    kopf.configure(verbose=False)
+    kopf.run(
+        registry=registry,
+        standalone=True,
+        clusterwide=not settings.namespaces,
+        namespaces=list(settings.namespaces),
+        liveness_endpoint=f"http://0.0.0.0:{settings.liveness_port}/healthz" if settings.liveness_port else None,
+    )
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser("operator", help="run the ModelWarmup operator (kopf)")
+    parser.add_argument("--namespace", action="append", default=None, help="watch this namespace (repeatable); all by default")
+    parser.add_argument("--kube-server", default=None, help="API server URL; in-cluster config or kubeconfig by default")
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = OperatorSettings.from_env(os.environ)
+    overrides: dict[str, object] = {}
+    if args.namespace:
+        overrides["namespaces"] = tuple(args.namespace)
+    if args.kube_server:
+        overrides["kube_server"] = args.kube_server
+    run_operator(settings.model_copy(update=overrides))
+    return 0
+

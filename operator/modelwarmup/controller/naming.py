@@ -1,0 +1,52 @@
+"""Names and labels of what the operator creates, derived from content so that every step is
+idempotent: the same resource, target and settings always give the same Job name, and a create
+that answers 409 means "already there"."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from modelwarmup.api import resource
+from modelwarmup.api.spec import ModelWarmupSpec, Target
+from modelwarmup.cache import keys
+
+MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+OPERATOR: Final = "modelwarmup"
+LABEL_RESOURCE: Final = f"{resource.GROUP}/modelwarmup"
+LABEL_TARGET: Final = f"{resource.GROUP}/target"
+LABEL_WARMUP_KEY: Final = f"{resource.GROUP}/warmup-key"
+ANNOTATION_CACHE_KEY: Final = f"{resource.GROUP}/cache-key"
+ANNOTATION_OWNER: Final = f"{resource.GROUP}/wired-by"
+MAX_NAME: Final = 63
+
+
+def warmup_inputs(spec: ModelWarmupSpec, target: Target, worker_image: str) -> dict[str, Any]:
+    """Everything that decides a target's cache entry, as the operator can see it (pre-resolution)."""
+    return {
+        "model": spec.model.model_dump(mode="json", exclude={"token_secret_ref", "endpoint"}),
+        "endpoint": spec.model.endpoint,
+        "compile": spec.compile.model_dump(mode="json"),
+        "target": target.model_dump(mode="json", include={"node_selector", "devices", "resources", "runtime_class_name"}),
+        "cache": {"claim": spec.cache.claim_name, "sub_path": spec.cache.sub_path},
+        "worker_image": worker_image,
+    }
+
+
+def warmup_key(spec: ModelWarmupSpec, target: Target, worker_image: str) -> str:
+    """A short digest of :func:`warmup_inputs`: equal for resources that would warm the same entry."""
+    return keys.digest(warmup_inputs(spec, target, worker_image), length=10)
+
+
+def job_name(resource_name: str, target_name: str, key: str) -> str:
+    """``<resource>-<target>-<key>``, shortened to fit a label value (63 characters)."""
+    suffix = f"-{target_name}-{key}"
+    return f"{resource_name[: MAX_NAME - len(suffix)].rstrip('-')}{suffix}"
+
+
+def job_labels(resource_name: str, target_name: str, key: str) -> dict[str, str]:
+    return {
+        MANAGED_BY: OPERATOR,
+        LABEL_RESOURCE: resource_name[:MAX_NAME],
+        LABEL_TARGET: target_name,
+        LABEL_WARMUP_KEY: key,
+    }

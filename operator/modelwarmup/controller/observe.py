@@ -1,0 +1,161 @@
+"""Read what the cluster holds for one ModelWarmup: its Jobs, their Pods' results, Deployments.
+
+A handful of requests per reconcile: one list of the namespace's warm-up Jobs, one list of their
+Pods, one read per named Deployment (or one list by selector), one read of a claim to create.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any
+
+from modelwarmup.api.resource import ModelWarmup
+from modelwarmup.controller import kubeapi, naming
+from modelwarmup.controller.decide import JobPhase, JobView, Observed
+from modelwarmup.controller.kubeapi import KubeApi
+
+Manifest = dict[str, Any]
+
+
+def job_phase(job: Manifest) -> JobPhase:
+    status = job.get("status") or {}
+    for condition in status.get("conditions") or []:
+        if condition.get("status") != "True":
+            continue
+        if condition.get("type") in ("Complete", "SuccessCriteriaMet"):
+            return "Succeeded"
+        if condition.get("type") in ("Failed", "FailureTarget"):
+            return "Failed"
+    if status.get("active") or status.get("ready"):
+        return "Running"
+    return "Pending"
+
+
+def _termination(pod: Manifest) -> tuple[str, float]:
+    """The worker's termination message and when its container finished."""
+    for container in (pod.get("status") or {}).get("containerStatuses") or []:
+        terminated = (container.get("state") or {}).get("terminated") or {}
+        if terminated:
+            return str(terminated.get("message") or ""), _sortable(terminated.get("finishedAt"))
+    return "", 0.0
+
+
+def _sortable(timestamp: Any) -> float:
+    import datetime
+
+    if not timestamp:
+        return 0.0
+    try:
+        return datetime.datetime.fromisoformat(str(timestamp).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def parse_summary(message: str) -> dict[str, Any] | None:
+    """The worker's JSON summary, if the message is one (else the log tail kubelet fell back to)."""
+    try:
+        summary = json.loads(message)
+    except ValueError:
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
+def job_views(api: KubeApi, namespace: str) -> dict[str, list[JobView]]:
+    """Every warm-up Job of the namespace, by warm-up key, with its last pod's result."""
+    found = api.list(kubeapi.JOBS, namespace, labels={naming.MANAGED_BY: naming.OPERATOR})
+    if not found:
+        return {}
+    pods = api.list(kubeapi.PODS, namespace, labels={naming.MANAGED_BY: naming.OPERATOR})
+    results: dict[str, list[tuple[float, str]]] = defaultdict(list)
+    for pod in pods:
+        labels = pod.get("metadata", {}).get("labels") or {}
+        job = labels.get("job-name") or labels.get("batch.kubernetes.io/job-name")
+        if not job:
+            job = next((o["name"] for o in pod["metadata"].get("ownerReferences") or [] if o.get("kind") == "Job"), None)
+        message, finished = _termination(pod)
+        if job and message:
+            results[job].append((finished, message))
+    views: dict[str, list[JobView]] = defaultdict(list)
+    for job in found:
+        meta = job.get("metadata", {})
+        labels = meta.get("labels") or {}
+        owner = next((o["name"] for o in meta.get("ownerReferences") or [] if o.get("kind") == "ModelWarmup"), None)
+        status = job.get("status") or {}
+        message = max(results.get(meta["name"], [(0.0, "")]))[1]
+        summary = parse_summary(message)
+        views[labels.get(naming.LABEL_WARMUP_KEY, "")].append(
+            JobView(
+                name=meta["name"],
+                owner=owner,
+                phase=job_phase(job),
+                attempts=int(status.get("failed") or 0) + int(status.get("succeeded") or 0) + int(status.get("active") or 0),
+                summary=summary,
+                message=(summary or {}).get("message") or message[-500:],
+            )
+        )
+    return dict(views)
+
+
+def _selected(deployment: Manifest, match_labels: dict[str, str], expressions: list[Any]) -> bool:
+    labels = deployment.get("metadata", {}).get("labels") or {}
+    if any(labels.get(k) != v for k, v in match_labels.items()):
+        return False
+    for expression in expressions:
+        present, value = expression.key in labels, labels.get(expression.key)
+        ok = {
+            "In": present and value in expression.values,
+            "NotIn": not present or value not in expression.values,
+            "Exists": present,
+            "DoesNotExist": not present,
+        }[expression.operator]
+        if not ok:
+            return False
+    return True
+
+
+def deployments(api: KubeApi, mw: ModelWarmup) -> tuple[dict[str, Manifest], tuple[str, ...]]:
+    """The Deployments the resource names or selects, and the named ones that do not exist."""
+    serving = mw.spec.serving
+    namespace = mw.metadata.namespace or "default"
+    if serving is None:
+        return {}, ()
+    if serving.selector is not None:
+        selector = serving.selector
+        listed = api.list(kubeapi.DEPLOYMENTS, namespace, labels=dict(selector.match_labels) or None)
+        chosen = [d for d in listed if _selected(d, dict(selector.match_labels), list(selector.match_expressions))]
+        return {d["metadata"]["name"]: d for d in chosen}, ()
+    found: dict[str, Manifest] = {}
+    missing: list[str] = []
+    for name in serving.names:
+        try:
+            found[name] = api.get(kubeapi.DEPLOYMENTS, namespace, name)
+        except kubeapi.ApiError as error:
+            if not error.not_found:
+                raise
+            missing.append(name)
+    return found, tuple(missing)
+
+
+def claim_exists(api: KubeApi, mw: ModelWarmup) -> bool:
+    if mw.spec.cache.create is None:
+        return True
+    try:
+        api.get(kubeapi.CLAIMS, mw.metadata.namespace or "default", mw.spec.cache.create.name)
+    except kubeapi.ApiError as error:
+        if error.not_found:
+            return False
+        raise
+    return True
+
+
+def observe(api: KubeApi, mw: ModelWarmup) -> Observed:
+    namespace = mw.metadata.namespace or "default"
+    found, missing = deployments(api, mw)
+    return Observed(
+        mw=mw,
+        jobs_by_key=job_views(api, namespace),
+        deployments=found,
+        missing_deployments=missing,
+        claim_exists=claim_exists(api, mw),
+    )

@@ -1,0 +1,160 @@
+"""Wire a serving Deployment to the warmed cache, or unwire it (pure: manifests in, patch out).
+
+What is added, each under a name of ours so it can be found and removed again:
+the cache claim as a read-only volume, its mount and the environment in the chosen containers
+(``HF_HOME``, ``HF_HUB_OFFLINE=1``, the runtime loader's switch, key and ``PYTHONPATH``), an
+emptyDir holding the loader, an init container that verifies the cache for the node and installs
+the loader there, and the ``modelwarmup.dev/cache-key`` annotation on the pod template. The patch
+is a JSON patch guarded by a ``test`` of the resourceVersion, so a concurrent edit by someone else
+makes it fail (and the next reconcile recomputes it) instead of being overwritten; it works the
+same on every API server, unlike a strategic merge.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from modelwarmup.api.resource import ModelWarmup
+from modelwarmup.controller import naming
+
+CACHE_VOLUME = "modelwarmup-cache"
+RUNTIME_VOLUME = "modelwarmup-runtime"
+INIT_CONTAINER = "modelwarmup-verify"
+RUNTIME_DIR = "/opt/modelwarmup"
+OUR_ENV = ("HF_HOME", "HF_HUB_OFFLINE", "MODELWARMUP_CACHE_DIR", "MODELWARMUP_CACHE_KEY", "MODELWARMUP_AUTOLOAD")
+
+Manifest = dict[str, Any]
+
+
+def _without(items: list[Manifest], names: tuple[str, ...] | str) -> list[Manifest]:
+    names = (names,) if isinstance(names, str) else names
+    return [i for i in items if i.get("name") not in names]
+
+
+def _restricted() -> Manifest:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _strip_pythonpath(value: str) -> str:
+    parts = [p for p in value.split(":") if p and not p.startswith(RUNTIME_DIR)]
+    return ":".join(parts)
+
+
+def _verify_args(mount: str, cache_key: str, repo: str) -> list[str]:
+    return [
+        "verify",
+        "--cache-dir", mount,
+        "--cache-key", cache_key,
+        "--model-path", repo,
+        "--warn-only",
+        "--install-runtime", f"{RUNTIME_DIR}/python",
+    ]  # fmt: skip
+
+
+def wired_template(template: Manifest, mw: ModelWarmup, cache_key: str, runtime_image: str) -> Manifest:
+    """The pod template with our wiring for ``cache_key`` (any older wiring replaced)."""
+    serving = mw.spec.serving
+    assert serving is not None
+    mount = serving.mount_path
+    new = unwired_template(template)
+    pod = new.setdefault("spec", {})
+    pod["volumes"] = [
+        *pod.get("volumes", []),
+        {"name": CACHE_VOLUME, "persistentVolumeClaim": {"claimName": mw.spec.cache.claim_name, "readOnly": True}},
+        {"name": RUNTIME_VOLUME, "emptyDir": {}},
+    ]
+    cache_mount = {"name": CACHE_VOLUME, "mountPath": mount, "readOnly": True}
+    if mw.spec.cache.sub_path:
+        cache_mount["subPath"] = mw.spec.cache.sub_path
+    runtime_mount = {"name": RUNTIME_VOLUME, "mountPath": RUNTIME_DIR, "readOnly": True}
+    for container in pod.get("containers", []):
+        if serving.containers and container.get("name") not in serving.containers:
+            continue
+        env = container.get("env", [])
+        pythonpath = next((e.get("value", "") for e in env if e.get("name") == "PYTHONPATH"), "")
+        container["env"] = [
+            *_without(env, (*OUR_ENV, "PYTHONPATH")),
+            {"name": "HF_HOME", "value": f"{mount}/hf"},
+            {"name": "HF_HUB_OFFLINE", "value": "1"},
+            {"name": "MODELWARMUP_CACHE_DIR", "value": mount},
+            {"name": "MODELWARMUP_CACHE_KEY", "value": cache_key},
+            {"name": "MODELWARMUP_AUTOLOAD", "value": "1"},
+            {"name": "PYTHONPATH", "value": ":".join(filter(None, [f"{RUNTIME_DIR}/python", pythonpath]))},
+        ]
+        container["volumeMounts"] = [*container.get("volumeMounts", []), cache_mount, runtime_mount]
+    if serving.verify_init_container:
+        verify = {
+            "name": INIT_CONTAINER,
+            "image": runtime_image,
+            "command": ["modelwarmup"],
+            "args": _verify_args(mount, cache_key, mw.spec.model.repo),
+            "volumeMounts": [cache_mount, {**runtime_mount, "readOnly": False}],
+            "securityContext": _restricted(),
+        }
+        pod["initContainers"] = [verify, *pod.get("initContainers", [])]
+    annotations = new.setdefault("metadata", {}).setdefault("annotations", {})
+    annotations[naming.ANNOTATION_CACHE_KEY] = cache_key
+    return new
+
+
+def unwired_template(template: Manifest) -> Manifest:
+    """The pod template with everything of ours removed."""
+    new = copy.deepcopy(template)
+    pod = new.setdefault("spec", {})
+    if "volumes" in pod:
+        pod["volumes"] = _without(pod["volumes"], (CACHE_VOLUME, RUNTIME_VOLUME))
+    if "initContainers" in pod:
+        pod["initContainers"] = _without(pod["initContainers"], INIT_CONTAINER)
+        if not pod["initContainers"]:
+            del pod["initContainers"]
+    for container in pod.get("containers", []):
+        if "volumeMounts" in container:
+            container["volumeMounts"] = _without(container["volumeMounts"], (CACHE_VOLUME, RUNTIME_VOLUME))
+        if "env" in container:
+            env = _without(container["env"], OUR_ENV)
+            for var in env:
+                if var.get("name") == "PYTHONPATH" and RUNTIME_DIR in var.get("value", ""):
+                    var["value"] = _strip_pythonpath(var["value"])
+            container["env"] = [e for e in env if not (e.get("name") == "PYTHONPATH" and not e.get("value"))]
+    annotations = new.get("metadata", {}).get("annotations", {})
+    annotations.pop(naming.ANNOTATION_CACHE_KEY, None)
+    return new
+
+
+def current_key(deployment: Manifest) -> str | None:
+    """The cache key a Deployment's pods are wired to, if any."""
+    annotations = deployment.get("spec", {}).get("template", {}).get("metadata", {}).get("annotations") or {}
+    key = annotations.get(naming.ANNOTATION_CACHE_KEY)
+    return str(key) if key else None
+
+
+def wired_by(deployment: Manifest) -> str | None:
+    annotations = deployment.get("metadata", {}).get("annotations") or {}
+    owner = annotations.get(naming.ANNOTATION_OWNER)
+    return str(owner) if owner else None
+
+
+def json_patch(deployment: Manifest, template: Manifest, *, owner: str | None) -> list[Manifest]:
+    """A JSON patch replacing the pod template, guarded by the resourceVersion it was computed from."""
+    patch: list[Manifest] = []
+    version = deployment.get("metadata", {}).get("resourceVersion")
+    if version:
+        patch.append({"op": "test", "path": "/metadata/resourceVersion", "value": version})
+    patch.append({"op": "replace", "path": "/spec/template", "value": template})
+    annotations = deployment.get("metadata", {}).get("annotations")
+    escaped = naming.ANNOTATION_OWNER.replace("~", "~0").replace("/", "~1")
+    if owner is None:
+        if annotations and naming.ANNOTATION_OWNER in annotations:
+            patch.append({"op": "remove", "path": f"/metadata/annotations/{escaped}"})
+    elif annotations is None:
+        patch.append({"op": "add", "path": "/metadata/annotations", "value": {naming.ANNOTATION_OWNER: owner}})
+    else:
+        patch.append({"op": "add", "path": f"/metadata/annotations/{escaped}", "value": owner})
+    return patch

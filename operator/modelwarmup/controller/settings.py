@@ -1,0 +1,56 @@
+"""The operator's settings, read once from the environment (and flags) and passed explicitly."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from modelwarmup import __version__
+
+PREFIX = "MODELWARMUP_"
+
+
+class OperatorSettings(BaseModel):
+    """What the operator needs to know about its environment."""
+
+    model_config = ConfigDict(frozen=True)
+
+    namespaces: tuple[str, ...] = ()
+    """Namespaces to watch; all when empty."""
+    worker_image: str = f"ghcr.io/modelwarmup/worker:{__version__}"
+    """Worker image for Jobs whose spec names none."""
+    runtime_image: str = ""
+    """Image of the serving pods' verify init container; the worker image when empty."""
+    worker_uid: int = 1000
+    """UID/GID the worker runs as (and the cache volume's fsGroup)."""
+    metrics_port: int = Field(default=8080, ge=0, le=65535)
+    """Port of the Prometheus metrics endpoint; 0 turns it off."""
+    liveness_port: int = Field(default=8081, ge=0, le=65535)
+    """Port of kopf's liveness endpoint; 0 turns it off."""
+    resync_seconds: float = Field(default=300.0, gt=0)
+    """The slow timer that re-checks every resource, in case an event was missed."""
+    kube_server: str | None = None
+    """An explicit API server URL (tests, local runs); in-cluster or kubeconfig when unset."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> OperatorSettings:
+        def get(name: str) -> str | None:
+            return environ.get(PREFIX + name) or None
+
+        values: dict[str, object] = {}
+        if namespaces := get("NAMESPACES"):
+            values["namespaces"] = tuple(n.strip() for n in namespaces.split(",") if n.strip())
+        for field, name in (
+            ("worker_image", "WORKER_IMAGE"),
+            ("runtime_image", "RUNTIME_IMAGE"),
+            ("worker_uid", "WORKER_UID"),
+            ("metrics_port", "METRICS_PORT"),
+            ("liveness_port", "LIVENESS_PORT"),
+            ("resync_seconds", "RESYNC_SECONDS"),
+            ("kube_server", "KUBE_SERVER"),
+        ):
+            if (value := get(name)) is not None:
+                values[field] = value
+        return cls.model_validate(values)

@@ -1,0 +1,203 @@
+"""A tiny random Llama-style causal LM and a LoRA adapter for it, written as Hub repos hold them.
+
+Tests and the offline demo need a real model repo (config, safetensors weights, tokenizer, chat
+template) that ``transformers`` can load and run, without network access and in well under a second
+of compute. The weights are random and the tokenizer is a byte-level BPE with no merges (one token
+per byte plus a few special tokens), built in memory with ``tokenizers``: no download, no training.
+
+Everything is deterministic for a given ``seed`` and set of sizes: the same arguments give the same
+bytes, so ``model.safetensors`` has the same sha256 on every run (within one torch/transformers
+version pair).
+
+``torch``, ``transformers`` and ``tokenizers`` are imported lazily, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+BOS_TOKEN = "<|begin_of_text|>"
+EOS_TOKEN = "<|end_of_text|>"
+PAD_TOKEN = "<|pad|>"
+IM_START = "<|im_start|>"
+IM_END = "<|im_end|>"
+SPECIAL_TOKENS = (BOS_TOKEN, EOS_TOKEN, PAD_TOKEN, IM_START, IM_END)
+
+# ChatML-style template; transformers 5 saves it as chat_template.jinja next to the tokenizer.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+LORA_TARGET_MODULES = ("q_proj", "v_proj")
+
+
+def _build_tokenizer() -> Any:
+    """Byte-level BPE without merges: every byte is a token, so any text encodes without <unk>."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {symbol: index for index, symbol in enumerate(alphabet)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(list(SPECIAL_TOKENS))
+    bos_id = tok.token_to_id(BOS_TOKEN)
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS_TOKEN} $A", pair=f"{BOS_TOKEN} $A {BOS_TOKEN} $B", special_tokens=[(BOS_TOKEN, bos_id)]
+    )
+    fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_object=tok,
+        bos_token=BOS_TOKEN,
+        eos_token=EOS_TOKEN,
+        pad_token=PAD_TOKEN,
+        additional_special_tokens=[IM_START, IM_END],
+        model_max_length=256,
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def make_tiny_llama(
+    dest: Path,
+    *,
+    seed: int = 0,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    intermediate_size: int | None = None,
+    max_position_embeddings: int = 256,
+) -> Path:
+    """Write a random Llama-style causal LM repo into ``dest`` (created if missing) and return it.
+
+    Files: config.json, generation_config.json, model.safetensors (float32, tied embeddings),
+    tokenizer.json, tokenizer_config.json, chat_template.jinja. With the defaults the weights are
+    about 0.4 MB. ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained(dest)`` load it offline.
+    """
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    if hidden_size % num_heads or num_heads % num_kv_heads:
+        raise ValueError("hidden_size must divide by num_heads, and num_heads by num_kv_heads")
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    tokenizer = _build_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size or 2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        max_position_embeddings=max_position_embeddings,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+        dtype="float32",
+        architectures=["LlamaForCausalLM"],
+    )
+    generator_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config).eval()  # type: ignore[no-untyped-call]
+    finally:
+        torch.random.set_rng_state(generator_state)
+    model.generation_config = GenerationConfig(  # type: ignore[no-untyped-call]
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        do_sample=False,
+        max_new_tokens=8,
+    )
+    model.save_pretrained(dest)
+    tokenizer.save_pretrained(dest)
+    return dest
+
+
+def make_tiny_lora(
+    dest: Path,
+    base_config: Path | Mapping[str, Any],
+    *,
+    base_model_id: str = "devkit/tiny-llama",
+    rank: int = 4,
+    alpha: int = 8,
+    seed: int = 0,
+    target_modules: Sequence[str] = LORA_TARGET_MODULES,
+) -> Path:
+    """Write a PEFT-format LoRA adapter repo for a tiny Llama into ``dest`` and return it.
+
+    ``base_config`` is the base model's directory (its config.json is read) or the config as a dict.
+    Files: adapter_config.json and adapter_model.safetensors, with keys named as peft saves them
+    (``base_model.model.model.layers.{i}.self_attn.{q,k,v,o}_proj.lora_{A,B}.weight``). No peft needed.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    cfg = _load_config(base_config)
+    hidden = int(cfg["hidden_size"])
+    heads = int(cfg["num_attention_heads"])
+    kv_heads = int(cfg.get("num_key_value_heads") or heads)
+    head_dim = int(cfg.get("head_dim") or hidden // heads)
+    out_features = {
+        "q_proj": heads * head_dim,
+        "k_proj": kv_heads * head_dim,
+        "v_proj": kv_heads * head_dim,
+        "o_proj": hidden,
+    }
+    unknown = set(target_modules) - set(out_features)
+    if unknown:
+        raise ValueError(f"unsupported LoRA target modules: {sorted(unknown)}")
+
+    generator = torch.Generator().manual_seed(seed)
+    tensors: dict[str, torch.Tensor] = {}
+    for layer in range(int(cfg["num_hidden_layers"])):
+        for module in target_modules:
+            in_features = heads * head_dim if module == "o_proj" else hidden
+            prefix = f"base_model.model.model.layers.{layer}.self_attn.{module}"
+            # Non-zero B (unlike a fresh peft init) so the adapter visibly changes the outputs.
+            tensors[f"{prefix}.lora_A.weight"] = 0.02 * torch.randn(rank, in_features, generator=generator)
+            tensors[f"{prefix}.lora_B.weight"] = 0.02 * torch.randn(
+                out_features[module], rank, generator=generator
+            )
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(dest / "adapter_model.safetensors"), metadata={"format": "pt"})
+    adapter_config = {
+        "base_model_name_or_path": base_model_id,
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "inference_mode": True,
+        "init_lora_weights": True,
+        "lora_alpha": alpha,
+        "lora_dropout": 0.0,
+        "modules_to_save": None,
+        "peft_type": "LORA",
+        "r": rank,
+        "revision": None,
+        "target_modules": sorted(target_modules),
+        "task_type": "CAUSAL_LM",
+        "use_dora": False,
+        "use_rslora": False,
+    }
+    (dest / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2, sort_keys=True) + "\n")
+    return dest
+
+
+def _load_config(base_config: Path | Mapping[str, Any]) -> Mapping[str, Any]:
+    if isinstance(base_config, Mapping):
+        return base_config
+    path = Path(base_config)
+    if path.is_dir():
+        path = path / "config.json"
+    loaded: dict[str, Any] = json.loads(path.read_text())
+    return loaded

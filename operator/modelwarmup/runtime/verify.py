@@ -1,0 +1,134 @@
+"""`modelwarmup verify`: does the cache hold a complete entry for this node's platform?
+
+Run as a serving pod's init container, it sees the node's hardware (CPU instruction set, GPU
+model and compute capability) but not the serving container's software, which may differ from
+the init image's. So it matches entries on the hardware part of the fingerprint only; the loader
+inside the serving process checks the rest. Exit codes: 0 a matching complete entry exists;
+20 no entry; 21 only incomplete entries (a warm-up is running or was killed); 22 entries exist
+for other platforms only. With ``--warn-only`` it prints the same reason and exits 0, so a
+mismatch means a cold start with a clear warning instead of a pod that never starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from modelwarmup.cache import layout
+from modelwarmup.cache.layout import CacheLayout
+
+EXIT_MATCH = 0
+EXIT_MISSING = 20
+EXIT_INCOMPLETE = 21
+EXIT_OTHER_PLATFORM = 22
+
+# Fingerprint keys that describe the node rather than the software in a container.
+HARDWARE_KEYS = (
+    "machine",
+    "device_type",
+    "cpu_vec_isa",
+    "cpu_vec_isa_bits",
+    "cpu_flags",
+    "gpu_name",
+    "gpu_capability",
+    "gpu_arch",
+)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    code: int
+    reason: str
+    message: str
+    entry: Path | None = None
+
+
+def _candidates(cache: CacheLayout, model_key: str | None, repo: str | None) -> tuple[list[Path], int]:
+    """Entry directories that may serve (complete ones) and how many incomplete ones lie around."""
+    if model_key:
+        model_dirs = [cache.compiled / model_key]
+    elif cache.compiled.is_dir():
+        model_dirs = sorted(p for p in cache.compiled.iterdir() if p.is_dir())
+    else:
+        model_dirs = []
+    complete: list[Path] = []
+    incomplete = 0
+    for model_dir in model_dirs:
+        if not model_dir.is_dir():
+            continue
+        for entry in sorted(model_dir.iterdir()):
+            if entry.name.startswith(".") or not entry.is_dir():
+                incomplete += entry.name.endswith(".tmp")
+                continue
+            manifest = layout.read_manifest(entry)
+            if manifest is None:
+                incomplete += 1
+            elif repo is None or manifest.get("repo") == repo:
+                complete.append(entry)
+    return complete, incomplete
+
+
+def hardware_differences(built_for: dict[str, str], here: dict[str, str]) -> dict[str, tuple[str, str]]:
+    return {
+        k: (built_for.get(k, ""), here.get(k, ""))
+        for k in HARDWARE_KEYS
+        if k in built_for and built_for.get(k, "") != here.get(k, "")
+    }
+
+
+def verify(cache: CacheLayout, *, model_key: str | None, repo: str | None, node: dict[str, str]) -> Verdict:
+    """Judge the cache for a node whose fingerprint is ``node``."""
+    complete, incomplete = _candidates(cache, model_key, repo)
+    what = model_key or repo or "any model"
+    if not complete:
+        if incomplete:
+            return Verdict(EXIT_INCOMPLETE, "Incomplete", f"{what}: only incomplete entries (no manifest) in {cache.compiled}")
+        return Verdict(EXIT_MISSING, "Missing", f"{what}: no entry in {cache.compiled}")
+    mismatches: list[str] = []
+    for entry in complete:
+        manifest: dict[str, Any] = layout.read_manifest(entry) or {}
+        if manifest.get("platform_key") == "portable":
+            return Verdict(EXIT_MATCH, "Match", f"{entry.parent.name}/{entry.name}: weights only, any platform", entry)
+        differences = hardware_differences(manifest.get("platform", {}), node)
+        if not differences:
+            return Verdict(EXIT_MATCH, "Match", f"{entry.parent.name}/{entry.name} matches this node", entry)
+        shown = ", ".join(f"{k}: built {a!r}, here {b!r}" for k, (a, b) in differences.items())
+        mismatches.append(f"{entry.name} ({shown})")
+    return Verdict(EXIT_OTHER_PLATFORM, "OtherPlatform", f"{what}: entries only for other platforms: {'; '.join(mismatches)}")
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser("verify", help="check that the cache holds a complete entry for this node")
+    parser.add_argument("--cache-dir", type=Path, required=True)
+    parser.add_argument("--model-path", help="the model's repo id")
+    parser.add_argument("--cache-key", help="<model-key> or <model-key>/<platform-key> (the operator passes it)")
+    parser.add_argument("--devices", default=None, help="cpu, gpu or gpu:N; default: the first GPU if any")
+    parser.add_argument("--warn-only", action="store_true", help="report a problem but exit 0 (serve cold)")
+    parser.add_argument("--install-runtime", type=Path, default=None, help="also copy the runtime loader (sitecustomize) here")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from modelwarmup.compilation import platform
+    from modelwarmup.worker import devices
+
+    if args.install_runtime is not None:
+        from modelwarmup.runtime import autoload
+
+        autoload.install_runtime(args.install_runtime)
+    model_key = (args.cache_key or "").split("/")[0] or None
+    device = devices.resolve_device(args.devices, None)
+    verdict = verify(CacheLayout(args.cache_dir), model_key=model_key, repo=args.model_path, node=platform.platform_fingerprint(device))
+    line = json.dumps({"verify": verdict.reason, "message": verdict.message, "entry": str(verdict.entry or "")})
+    if verdict.code == EXIT_MATCH:
+        print(line)
+        return EXIT_MATCH
+    print(line, file=sys.stderr)
+    if args.warn_only:
+        print("modelwarmup verify: WARNING: the server will start cold (it compiles on its own)", file=sys.stderr)
+        return EXIT_MATCH
+    return verdict.code

@@ -1,0 +1,1 @@
+"""The warm-up worker: `modelwarmup warm-cache`, the Job's entrypoint."""

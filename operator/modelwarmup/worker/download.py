@@ -1,0 +1,267 @@
+"""Resolve a repository to a commit and download what serving needs into the HF cache layout.
+
+The files land in ``<cache>/hf/hub`` exactly as ``huggingface_hub`` lays them out (blobs,
+snapshots, refs), so any server with ``HF_HOME=<cache>/hf`` and ``HF_HUB_OFFLINE=1`` finds them.
+``hf_hub_download`` does the layout. Large (LFS) files are fetched first by
+:mod:`modelwarmup.worker.resumable`, because huggingface_hub 2.x writes each attempt into a new,
+uniquely named partial file and so starts from zero whenever a pod is killed and restarted.
+Every file is verified: LFS files by sha256 against the hub's metadata, small files by their
+git blob id; a mismatch removes the file and fails (transient: the next attempt downloads again).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from modelwarmup import errors
+from modelwarmup.cache.layout import CacheLayout
+from modelwarmup.worker import hub_errors, resumable
+from modelwarmup.worker.request import RepoRequest
+
+# What a server needs besides the weights: config, tokenizer, chat template, generation config.
+SERVING_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "chat_template.jinja",
+    "chat_template.json",
+    "preprocessor_config.json",
+    "processor_config.json",
+    "model.safetensors.index.json",
+    "adapter_config.json",
+)
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file of a resolved commit, with what the hub says it must hash to."""
+
+    path: str
+    size: int | None
+    blob_id: str | None
+    sha256: str | None  # LFS files only
+
+    @property
+    def digest(self) -> str:
+        return self.sha256 or self.blob_id or ""
+
+
+@dataclass(frozen=True)
+class ResolvedRepo:
+    """A repository pinned to commits, with the files to download from each."""
+
+    request: RepoRequest
+    commit: str
+    weight_commit: str
+    files: tuple[RemoteFile, ...]
+    weights: tuple[RemoteFile, ...]
+
+    def key_inputs(self) -> dict[str, Any]:
+        """What of this repo goes into the model key."""
+        return {
+            "repo": self.request.repo,
+            "commit": self.commit,
+            "weight_commit": self.weight_commit,
+            "files": {f.path: f.digest for f in (*self.files, *self.weights)},
+        }
+
+
+@dataclass
+class DownloadStats:
+    files: int = 0
+    bytes: int = 0
+    fetched_bytes: int = 0
+    resumed_bytes: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class HubClient:
+    """How to reach the hub: endpoint and token, passed explicitly (never logged)."""
+
+    endpoint: str
+    token: str | None
+    layout: CacheLayout
+
+    def api(self) -> Any:
+        from huggingface_hub import HfApi
+
+        return HfApi(endpoint=self.endpoint, token=self.token or False)
+
+
+def _listing(hub: HubClient, repo: str, revision: str) -> tuple[str, list[RemoteFile]]:
+    try:
+        info = hub.api().model_info(repo, revision=revision, files_metadata=True)
+    except Exception as error:  # mapped to our permanent/transient errors, or re-raised
+        raise hub_errors.translate(error, repo=repo, revision=revision) from None
+    files = [
+        RemoteFile(
+            path=s.rfilename,
+            size=s.size,
+            blob_id=s.blob_id,
+            sha256=s.lfs.sha256 if s.lfs is not None else None,
+        )
+        for s in info.siblings or []
+    ]
+    return str(info.sha), files
+
+
+def _matches(path: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatch(path, p) for p in patterns)
+
+
+def resolve(request: RepoRequest, hub: HubClient) -> ResolvedRepo:
+    """Pin a repository's revision(s) to commits and choose the files serving needs."""
+    allow_patterns, ignore_patterns = request.allow_patterns, request.ignore_patterns
+    commit, listing = _listing(hub, request.repo, request.revision)
+    weight_commit, weight_listing = commit, listing
+    if request.weight_revision and request.weight_revision not in (request.revision, commit):
+        weight_commit, weight_listing = _listing(hub, request.repo, request.weight_revision)
+
+    def wanted(path: str) -> bool:
+        if _matches(path, ignore_patterns):
+            return False
+        if "/" not in path and (path in SERVING_FILES or (request.trust_remote_code and path.endswith(".py"))):
+            return True
+        return _matches(path, allow_patterns)
+
+    files = tuple(f for f in listing if wanted(f.path))
+    if request.weight_paths:
+        by_path = {f.path: f for f in weight_listing}
+        missing = [p for p in request.weight_paths if p not in by_path]
+        if missing:
+            raise hub_errors.FileNotOnHub(f"weight file(s) {', '.join(missing)} not in {request.repo}@{weight_commit[:12]}")
+        weights = tuple(by_path[p] for p in request.weight_paths)
+    else:
+        weights = tuple(
+            f
+            for f in weight_listing
+            if f.path.endswith(".safetensors") and "/" not in f.path and not _matches(f.path, ignore_patterns)
+        )
+    if not weights:
+        raise hub_errors.FileNotOnHub(
+            f"{request.repo}@{weight_commit[:12]} has no safetensors weights at its top level; "
+            "modelwarmup downloads safetensors only (name other files with --weight-path)"
+        )
+    if request.role != "lora" and not any(f.path == "config.json" for f in files):
+        raise hub_errors.FileNotOnHub(f"{request.repo}@{commit[:12]} has no config.json")
+    return ResolvedRepo(request=request, commit=commit, weight_commit=weight_commit, files=files, weights=weights)
+
+
+def git_blob_id(path: Path) -> str:
+    """The git object id of a file's content, as the hub reports for non-LFS files."""
+    sha = hashlib.sha1(usedforsecurity=False)
+    sha.update(f"blob {path.stat().st_size}\0".encode())
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def _verify_small_file(path: Path, remote: RemoteFile, where: str) -> None:
+    if remote.blob_id and git_blob_id(path) != remote.blob_id:
+        blob = path.resolve()
+        blob.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+        raise hub_errors.ChecksumMismatch(f"{where}/{remote.path}: content does not match the hub's git blob id; removed")
+
+
+def download(resolved: ResolvedRepo, hub: HubClient, *, progress: bool) -> DownloadStats:
+    """Download the resolved files into the HF cache; every file verified."""
+    from huggingface_hub import hf_hub_download
+
+    request = resolved.request
+    stats = DownloadStats()
+    started = time.monotonic()
+    repo_dir = hub.layout.hub_cache / ("models--" + request.repo.replace("/", "--"))
+    jobs = [(f, resolved.commit) for f in resolved.files] + [(f, resolved.weight_commit) for f in resolved.weights]
+    for remote, commit in jobs:
+        where = f"{request.repo}@{commit[:12]}"
+        if remote.sha256:
+            fetch = _fetch(
+                hub,
+                request,
+                commit,
+                url=_file_url(hub, request.repo, remote.path, commit),
+                headers=_headers(hub),
+                blob=repo_dir / "blobs" / remote.sha256,
+                sha256=remote.sha256,
+                size=remote.size,
+                force=request.force_download,
+                progress=progress,
+                label=remote.path,
+            )
+            stats.fetched_bytes += fetch.fetched
+            stats.resumed_bytes += fetch.resumed_from
+        try:
+            local = hf_hub_download(
+                request.repo,
+                remote.path,
+                revision=commit,
+                cache_dir=hub.layout.hub_cache,
+                endpoint=hub.endpoint,
+                token=hub.token or False,
+                force_download=request.force_download and not remote.sha256,
+            )
+        except Exception as error:
+            raise hub_errors.translate(error, repo=request.repo, revision=commit) from None
+        path = Path(local)
+        if not remote.sha256:
+            _verify_small_file(path, remote, where)
+            stats.fetched_bytes += path.stat().st_size if request.force_download else 0
+        stats.files += 1
+        stats.bytes += path.stat().st_size
+    _record_ref(repo_dir, request.revision, resolved.commit)
+    stats.seconds = round(time.monotonic() - started, 3)
+    return stats
+
+
+def _fetch(hub: HubClient, request: RepoRequest, commit: str, **kwargs: Any) -> resumable.FetchResult:
+    try:
+        return resumable.fetch_blob(**kwargs)
+    except errors.ModelWarmupError:
+        raise
+    except Exception as error:
+        raise hub_errors.translate(error, repo=request.repo, revision=commit) from None
+
+
+def _record_ref(repo_dir: Path, revision: str, commit: str) -> None:
+    """refs/<branch> → commit, as huggingface_hub writes it, so offline servers resolve the branch."""
+    if revision == commit:
+        return
+    ref = repo_dir / "refs" / revision
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    if not ref.exists() or ref.read_text().strip() != commit:
+        temporary = ref.with_name(f".{ref.name}.{os.getpid()}.tmp")
+        temporary.write_text(commit)
+        os.replace(temporary, ref)
+
+
+def _file_url(hub: HubClient, repo: str, path: str, commit: str) -> str:
+    from huggingface_hub import hf_hub_url
+
+    return str(hf_hub_url(repo, path, revision=commit, endpoint=hub.endpoint))
+
+
+def _headers(hub: HubClient) -> dict[str, str]:
+    from huggingface_hub.utils._headers import build_hf_headers
+
+    return dict(build_hf_headers(token=hub.token or False))
+
+
+def snapshot_dir(hub: HubClient, repo: str, commit: str) -> Path:
+    """Where the downloaded files of a commit are linked in the HF cache."""
+    return hub.layout.hub_cache / ("models--" + repo.replace("/", "--")) / "snapshots" / commit

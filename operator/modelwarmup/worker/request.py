@@ -1,0 +1,250 @@
+"""Turn a `warm-cache` command line (and its --config-file) into one validated request.
+
+Order of precedence: the command line, then the config file's section, then the defaults of the
+option table. Values are checked here, once, with messages that list what is supported, so the
+rest of the worker works on a typed request and never on raw strings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict
+
+from modelwarmup import errors
+from modelwarmup.api.spec import REPO_ID, REVISION
+from modelwarmup.compilation.settings import CompileSettings
+from modelwarmup.worker import options
+
+
+class InvalidOptionError(errors.PermanentError, ValueError):
+    """A warm-cache option has a value modelwarmup cannot use."""
+
+    reason = "InvalidOption"
+
+
+class RepoRequest(BaseModel):
+    """One repository to download: the model, its draft model or a LoRA adapter."""
+
+    model_config = ConfigDict(frozen=True)
+
+    repo: str
+    revision: str = "main"
+    weight_revision: str | None = None
+    weight_paths: tuple[str, ...] = ()
+    force_download: bool = False
+    trust_remote_code: bool = False
+    allow_patterns: tuple[str, ...] = ()
+    ignore_patterns: tuple[str, ...] = ()
+    role: str = "model"
+
+
+class WarmCacheRequest(BaseModel):
+    """Everything one warm-cache run needs, validated."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: RepoRequest
+    draft: RepoRequest | None = None
+    loras: tuple[RepoRequest, ...] = ()
+    compile: CompileSettings | None
+    devices: str | None = None
+    target: str | None = None
+    allow_dtype_cast: bool = False
+    chat_template: str | None = None
+    custom_architectures: tuple[str, ...] = ()
+    served_model_name: str | None = None
+    server_options: dict[str, Any] = {}
+    cache_dir: Path
+    force: bool = False
+    token_file: Path | None = None
+    termination_log: Path | None = None
+    lock_timeout_s: float = 3600.0
+
+
+def _config_values(path: str, section: str | None) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise InvalidOptionError(f"--config-file {path}: cannot read it: {error}") from None
+    if section is not None:
+        if section not in data:
+            raise InvalidOptionError(f"--section-name {section!r} is not in {path}; it has: {', '.join(map(str, data)) or 'nothing'}")
+        data = data[section]
+    if not isinstance(data, dict):
+        raise InvalidOptionError(f"--config-file {path}: expected a mapping of option names to values")
+    values: dict[str, Any] = {}
+    known = {o.dest for o in options.OPTIONS}
+    for key, value in data.items():
+        dest = str(key).lstrip("-").replace("-", "_")
+        if dest == options.CAST_MISSPELT.replace("-", "_"):
+            dest = options.CAST.replace("-", "_")
+        if dest not in known:
+            raise InvalidOptionError(f"--config-file {path}: unknown option {key!r}")
+        values[dest] = value
+    return values
+
+
+def merged_values(args: argparse.Namespace) -> dict[str, Any]:
+    """Command line over config file over defaults, keyed by option dest."""
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    from_file = _config_values(given["config_file"], given.get("section_name")) if "config_file" in given else {}
+    values = {o.dest: o.default for o in options.OPTIONS}
+    values.update(from_file)
+    values.update(given)
+    return values
+
+
+def _check_repo(flag: str, repo: Any) -> str:
+    if not isinstance(repo, str) or not re.fullmatch(REPO_ID, repo) or "--" in repo or ".." in repo:
+        raise InvalidOptionError(f"--{flag} {repo!r} is not a Hugging Face repo id (like 'org/name')")
+    return repo
+
+
+def _check_revision(flag: str, revision: Any) -> str | None:
+    if revision is None:
+        return None
+    if not isinstance(revision, str) or not re.fullmatch(REVISION, revision):
+        raise InvalidOptionError(f"--{flag} {revision!r} is not a branch, tag or commit")
+    return revision
+
+
+def _lora(spec: str) -> RepoRequest:
+    repo, _, revision = spec.partition("@")
+    return RepoRequest(
+        repo=_check_repo("lora-paths", repo),
+        revision=_check_revision("lora-paths", revision or "main") or "main",
+        role="lora",
+    )
+
+
+def _inductor_options(items: list[str]) -> dict[str, Any]:
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise InvalidOptionError(f"--inductor-option {item!r}: expected KEY=VALUE")
+        try:
+            parsed[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            parsed[key] = raw
+    return parsed
+
+
+def _chat_template(value: str | None) -> str | None:
+    if value is None:
+        return None
+    path = Path(value)
+    if len(value) < 4096 and path.is_file():
+        return path.read_text(encoding="utf-8")
+    return value
+
+
+def _compile_settings(fields: dict[str, Any]) -> CompileSettings:
+    try:
+        return CompileSettings.model_validate(fields)
+    except pydantic.ValidationError as error:
+        raise InvalidOptionError("; ".join(errors.describe_validation_error(error, root="compile"))) from None
+
+
+def with_device(settings: CompileSettings, device: str) -> CompileSettings:
+    """The settings for the device the worker resolved (validated again: float16 on CPU, say)."""
+    return _compile_settings({**settings.model_dump(), "device": device})
+
+
+def build_request(args: argparse.Namespace) -> WarmCacheRequest:
+    """Validate the parsed command line into a request; raises InvalidOptionError."""
+    values = merged_values(args)
+    for dest, option in options.REJECTED.items():
+        if values.get(dest) is not None:
+            raise InvalidOptionError(f"--{option.name} is not supported: {option.why}")
+    if not values.get("model_path"):
+        raise InvalidOptionError("--model-path is required (a Hugging Face repo id like 'org/name')")
+
+    encoding = values.get("quantization_encoding") or "bfloat16"
+    if encoding not in options.SUPPORTED_ENCODINGS:
+        raise InvalidOptionError(
+            f"--quantization-encoding {encoding!r} is not supported; supported: {', '.join(options.SUPPORTED_ENCODINGS)}"
+        )
+    mode = values["compile_mode"]
+    mode_choices = next(o.choices for o in options.OPTIONS if o.dest == "compile_mode")
+    if mode not in mode_choices:
+        raise InvalidOptionError(f"--compile-mode {mode!r} is not supported; supported: {', '.join(mode_choices)}")
+    devices = values.get("devices")
+    if devices is not None and not re.fullmatch(r"cpu|gpu(:[0-9]+(,[0-9]+)*)?", str(devices)):
+        raise InvalidOptionError(f"--devices {devices!r}: use cpu, gpu or gpu:0,1")
+
+    max_length, max_batch = int(values["max_length"]), int(values["max_batch_size"])
+    if max_length < 1 or max_batch < 1:
+        raise InvalidOptionError("--max-length and --max-batch-size must be >= 1")
+    batch_sizes = tuple(values.get("batch_sizes") or [1])
+    lengths = tuple(values.get("sequence_lengths") or [])
+    if any(b < 1 or b > max_batch for b in batch_sizes):
+        raise InvalidOptionError(f"--batch-sizes {list(batch_sizes)}: each must be between 1 and --max-batch-size ({max_batch})")
+    if any(n < 1 or n > max_length for n in lengths):
+        raise InvalidOptionError(f"--sequence-lengths {list(lengths)}: each must be between 1 and --max-length ({max_length})")
+
+    model_revision = _check_revision("huggingface-model-revision", values["huggingface_model_revision"]) or "main"
+    model = RepoRequest(
+        repo=_check_repo("model-path", values["model_path"]),
+        revision=model_revision,
+        weight_revision=_check_revision("huggingface-weight-revision", values.get("huggingface_weight_revision")),
+        weight_paths=tuple(values.get("weight_path") or ()),
+        force_download=bool(values["force_download"]),
+        trust_remote_code=bool(values["trust_remote_code"]),
+        allow_patterns=tuple(values.get("allow_patterns") or ()),
+        ignore_patterns=tuple(values.get("ignore_patterns") or ()),
+    )
+    draft = None
+    if values.get("draft_model_path"):
+        draft = RepoRequest(
+            repo=_check_repo("draft-model-path", values["draft_model_path"]),
+            revision=_check_revision("draft-huggingface-model-revision", values["draft_huggingface_model_revision"]) or "main",
+            weight_revision=_check_revision("draft-huggingface-weight-revision", values.get("draft_huggingface_weight_revision")),
+            weight_paths=tuple(values.get("draft_weight_path") or ()),
+            force_download=bool(values["draft_force_download"]),
+            trust_remote_code=bool(values["draft_trust_remote_code"]),
+            role="draft",
+        )
+    compile_settings = None
+    if values["compile"]:
+        settings: dict[str, Any] = {
+            "dtype": encoding,
+            "max_length": max_length,
+            "max_batch_size": max_batch,
+            "batch_sizes": batch_sizes,
+            "mode": mode,
+            "regional": bool(values["use_subgraphs"]),
+            "aot_inductor": bool(values["aot_inductor"]),
+            "extra_options": _inductor_options(values.get("inductor_option") or []),
+            "trust_remote_code": model.trust_remote_code,
+        }
+        if lengths:
+            settings["sequence_lengths"] = lengths
+        compile_settings = _compile_settings(settings)
+    token_file = values.get("token_file")
+    termination_log = values.get("termination_log")
+    return WarmCacheRequest(
+        model=model,
+        draft=draft,
+        loras=tuple(_lora(spec) for spec in values.get("lora_paths") or ()),
+        compile=compile_settings,
+        devices=devices,
+        target=values.get("target"),
+        allow_dtype_cast=bool(values[options.CAST.replace("-", "_")]),
+        chat_template=_chat_template(values.get("chat_template")),
+        custom_architectures=tuple(values.get("custom_architectures") or ()),
+        served_model_name=values.get("served_model_name"),
+        server_options={k: v for k, v in values.items() if k in options.RECORDED and v is not None},
+        cache_dir=Path(values["cache_dir"]),
+        force=bool(values["force"]),
+        token_file=Path(token_file) if token_file else None,
+        termination_log=Path(termination_log) if termination_log else None,
+        lock_timeout_s=float(values["lock_timeout"]),
+    )

@@ -1,0 +1,143 @@
+"""Fetch one large file into the HF cache's blob store, resuming from the bytes already there.
+
+huggingface_hub 2.x downloads into ``blobs/<etag>.<random>.incomplete`` and deletes it on error,
+so a pod killed mid-download leaves an orphan that no later process reuses: the restart begins
+at zero. This module keeps the partial bytes under a stable name, ``blobs/<sha256>.incomplete``
+(the name huggingface_hub's cache scan and prune already know), continues them with an HTTP
+Range request, adopts the largest orphan a killed huggingface_hub left (and deletes the rest),
+checks size and sha256 and only then renames the blob into place, where ``hf_hub_download``
+finds it and just links the snapshot (a HEAD, no GET). It holds the client's own per-blob lock
+(``.locks/<repo>/<sha256>.lock``), so it never races a huggingface_hub download of the same blob.
+huggingface_hub itself never checks a blob's sha256 in cache mode: a corrupted transfer would
+otherwise be cached under the right name and reused silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from modelwarmup.worker import hub_errors
+
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    fetched: int  # bytes transferred by this call
+    resumed_from: int  # bytes that were already on the volume when it started
+
+
+@contextlib.contextmanager
+def _blob_lock(blob: Path) -> Iterator[None]:
+    """The lock huggingface_hub takes for the same blob (flock: freed if the holder dies)."""
+    repo_dir = blob.parent.parent
+    lock = repo_dir.parent / ".locks" / repo_dir.name / f"{blob.name}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a+") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _adopt_orphans(blob: Path, partial: Path) -> None:
+    """Keep the longest partial download left behind; delete the others."""
+    orphans = sorted(
+        (p for p in blob.parent.glob(f"{blob.name}.*.incomplete") if p != partial), key=lambda p: p.stat().st_size
+    )
+    if orphans and (not partial.exists() or orphans[-1].stat().st_size > partial.stat().st_size):
+        os.replace(orphans.pop(), partial)
+    for orphan in orphans:
+        orphan.unlink(missing_ok=True)
+
+
+def _sha256(path: Path) -> str:
+    sha = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(CHUNK), b""):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def fetch_blob(
+    *,
+    url: str,
+    headers: dict[str, str],
+    blob: Path,
+    sha256: str,
+    size: int | None,
+    force: bool,
+    progress: bool,
+    label: str,
+) -> FetchResult:
+    """Make ``blob`` exist with the given sha256; raises ChecksumMismatch or a hub error."""
+    with _blob_lock(blob):
+        if blob.exists() and not force:
+            if size is None or blob.stat().st_size == size:
+                return FetchResult(fetched=0, resumed_from=0)
+            blob.unlink()  # wrong size: not what the hub has under this name
+        if force:
+            blob.unlink(missing_ok=True)
+        partial = blob.with_name(blob.name + ".incomplete")
+        if force:
+            partial.unlink(missing_ok=True)
+        _adopt_orphans(blob, partial)
+        resumed_from = partial.stat().st_size if partial.exists() else 0
+        if size is not None and resumed_from > size:
+            partial.unlink()
+            resumed_from = 0
+        fetched = 0
+        if size is None or resumed_from < size:
+            fetched = _get(url, headers, partial, resumed_from, size, progress=progress, label=label)
+        actual = _sha256(partial)
+        if size is not None and partial.stat().st_size != size:
+            partial.unlink(missing_ok=True)
+            raise hub_errors.ChecksumMismatch(f"{label}: got {fetched + resumed_from} bytes, the hub says {size}; removed")
+        if actual != sha256:
+            partial.unlink(missing_ok=True)
+            raise hub_errors.ChecksumMismatch(f"{label}: sha256 {actual[:12]}… differs from the hub's {sha256[:12]}…; removed")
+        with partial.open("rb") as stream:
+            os.fsync(stream.fileno())
+        os.replace(partial, blob)
+        return FetchResult(fetched=fetched, resumed_from=resumed_from)
+
+
+def _get(url: str, headers: dict[str, str], partial: Path, offset: int, size: int | None, *, progress: bool, label: str) -> int:
+    from huggingface_hub.utils import get_session, hf_raise_for_status
+
+    request_headers = {**headers, "Accept-Encoding": "identity"}
+    if offset:
+        request_headers["Range"] = f"bytes={offset}-"
+    written = 0
+    with get_session().stream("GET", url, headers=request_headers, follow_redirects=True, timeout=60) as response:
+        hf_raise_for_status(response)
+        resumed = response.status_code == 206 and response.headers.get("Content-Range", "").startswith(f"bytes {offset}-")
+        mode = "ab" if offset and resumed else "wb"  # 200: the server ignored Range; start over
+        start = offset if mode == "ab" else 0
+        bar = _progress_bar(label, size, start) if progress else None
+        with partial.open(mode) as stream:
+            for chunk in response.iter_bytes(CHUNK):
+                stream.write(chunk)
+                written += len(chunk)
+                if bar is not None:
+                    bar.update(len(chunk))
+            stream.flush()
+        if bar is not None:
+            bar.close()
+    return written
+
+
+def _progress_bar(label: str, total: int | None, initial: int) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, desc=label, file=sys.stderr, leave=False)

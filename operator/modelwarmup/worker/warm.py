@@ -1,0 +1,265 @@
+"""One warm-up, start to finish: resolve, download, compile, publish, report.
+
+The order matters for safety: the entry's lock is taken before anything is built, the complete
+entry is re-checked under the lock (a racing worker may have finished it), artifacts are built in
+a staging directory and the manifest is written last. A second run for the same request finds
+its entry through a small ref file and returns without calling the hub.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from modelwarmup import __version__
+from modelwarmup.cache import keys, layout
+from modelwarmup.cache.layout import CacheLayout
+from modelwarmup.worker import devices, download, model_checks, report
+from modelwarmup.worker.request import WarmCacheRequest, with_device
+
+MANIFEST_VERSION = 1
+DOWNLOAD_ONLY_PLATFORM = "portable"
+
+
+def read_token(token_file: Path | None, environ: Mapping[str, str]) -> str | None:
+    """The hub token from a file or HF_TOKEN; held in memory only, never logged or stored."""
+    if token_file is not None:
+        return token_file.read_text(encoding="utf-8").strip() or None
+    return environ.get("HF_TOKEN") or None
+
+
+def request_ref(request: WarmCacheRequest, platform_key: str) -> str:
+    """The digest of what was asked for (not yet resolved): the name of the ref file."""
+    return keys.digest(
+        {
+            "request": request.model_dump(
+                mode="json",
+                include={"model", "draft", "loras", "compile", "allow_dtype_cast", "custom_architectures", "chat_template"},
+            ),
+            "platform": platform_key,
+        },
+        length=32,
+    )
+
+
+def _ref_path(cache: CacheLayout, ref: str) -> Path:
+    return cache.root / "refs" / f"{ref}.json"
+
+
+def _platform(request: WarmCacheRequest) -> tuple[str, dict[str, str], str]:
+    """(device, fingerprint, key) for this node."""
+    if request.compile is None:
+        return "none", {}, DOWNLOAD_ONLY_PLATFORM
+    from modelwarmup.compilation import platform
+
+    device = devices.resolve_device(request.devices, request.target)
+    fingerprint = platform.platform_fingerprint(device)
+    return device, fingerprint, platform.platform_key(fingerprint)
+
+
+def _hit(cache: CacheLayout, manifest: dict[str, Any], started: float, how: str) -> dict[str, Any]:
+    report.phase_line("cache-hit", cache_key=manifest["cache_key"], how=how)
+    return {
+        "ok": True,
+        "cache_hit": True,
+        "reason": "CacheHit",
+        "message": f"complete entry {manifest['cache_key']} already in the cache",
+        **{k: manifest[k] for k in ("cache_key", "model_key", "platform_key", "commit", "bytes", "platform")},
+        "download_seconds": 0.0,
+        "compile_seconds": 0.0,
+        "seconds": round(time.monotonic() - started, 3),
+    }
+
+
+def warm_cache(request: WarmCacheRequest, environ: Mapping[str, str]) -> dict[str, Any]:
+    """Run the warm-up; returns the summary. Raises modelwarmup errors on failure."""
+    started = time.monotonic()
+    cache = CacheLayout(request.cache_dir)
+    device, fingerprint, platform_key = _platform(request)
+
+    ref = _ref_path(cache, request_ref(request, platform_key))
+    if not (request.force or request.model.force_download) and ref.exists():
+        known = layout.read_manifest(cache.compiled / ref.read_text().strip())
+        if known is not None:
+            return _hit(cache, known, started, how="ref")
+
+    hub = download.HubClient(
+        endpoint=environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/"),
+        token=read_token(request.token_file, environ),
+        layout=cache,
+    )
+    with report.timed("resolve", repo=request.model.repo, revision=request.model.revision) as fields:
+        repos = [download.resolve(request.model, hub)]
+        if request.draft is not None:
+            repos.append(download.resolve(request.draft, hub))
+        repos += [download.resolve(lora, hub) for lora in request.loras]
+        fields["commit"] = repos[0].commit
+    settings = with_device(request.compile, device) if request.compile is not None else None
+    model_key = keys.model_key(
+        repo=request.model.repo,
+        inputs={
+            "repos": [r.key_inputs() for r in repos],
+            "compile": settings.cache_fields() if settings is not None else None,
+            "allow_dtype_cast": request.allow_dtype_cast,
+            "custom_architectures": list(request.custom_architectures),
+            "chat_template": keys.digest(request.chat_template) if request.chat_template else None,
+        },
+    )
+    cache_key = f"{model_key}/{platform_key}"
+    entry = cache.entry(model_key, platform_key)
+
+    with layout.entry_lock(cache, model_key, platform_key, timeout_s=request.lock_timeout_s):
+        existing = layout.read_manifest(entry)
+        if existing is not None and not request.force:
+            _write_ref(ref, cache_key)
+            return _hit(cache, existing, started, how="manifest")
+        layout.remove_stale_staging(cache, model_key, platform_key)
+        progress = os.isatty(2)
+        download_seconds = 0.0
+        stats = []
+        for resolved in repos:
+            with report.timed("download", repo=resolved.request.repo, role=resolved.request.role) as fields:
+                result = download.download(resolved, hub, progress=progress)
+                fields.update(files=result.files, bytes=result.bytes, fetched=result.fetched_bytes, resumed_from=result.resumed_bytes)
+            download_seconds += result.seconds
+            stats.append(result)
+        with layout.staging_dir(cache, model_key, platform_key) as staging:
+            compile_report = _compile(request, settings, repos[0], hub, staging)
+            if request.chat_template:
+                (staging / "chat_template.jinja").write_text(request.chat_template, encoding="utf-8")
+            manifest = _manifest(
+                request=request,
+                repos=repos,
+                model_key=model_key,
+                platform_key=platform_key,
+                fingerprint=fingerprint,
+                settings=settings,
+                compile_report=compile_report,
+                weights_bytes=sum(s.bytes for s in stats),
+                artifacts_bytes=layout.tree_size(staging),
+                download_seconds=download_seconds,
+            )
+            layout.publish(staging, entry, manifest)
+        _write_ref(ref, cache_key)
+    report.phase_line("published", cache_key=cache_key, bytes=manifest["bytes"])
+    return {
+        "ok": True,
+        "cache_hit": False,
+        "reason": "Warmed",
+        "message": f"warmed {request.model.repo}@{repos[0].commit[:12]} into {cache_key}",
+        **{k: manifest[k] for k in ("cache_key", "model_key", "platform_key", "commit", "bytes", "platform")},
+        "download_seconds": round(download_seconds, 3),
+        "compile_seconds": manifest["timings"]["compile_seconds"],
+        "resumed_bytes": sum(s.resumed_bytes for s in stats),
+        "seconds": round(time.monotonic() - started, 3),
+    }
+
+
+def _write_ref(ref: Path, cache_key: str) -> None:
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    temporary = ref.with_name(f".{ref.name}.{os.getpid()}.tmp")
+    temporary.write_text(cache_key)
+    os.replace(temporary, ref)
+
+
+def _compile(
+    request: WarmCacheRequest,
+    settings: Any,
+    model: download.ResolvedRepo,
+    hub: download.HubClient,
+    staging: Path,
+) -> dict[str, Any] | None:
+    if settings is None:
+        return None
+    from modelwarmup.compilation import compiler
+
+    source = download.snapshot_dir(hub, model.request.repo, model.commit)
+    if model.weight_commit != model.commit:
+        source = _merged_source(staging, source, download.snapshot_dir(hub, model.request.repo, model.weight_commit), model)
+    weights = [source / w.path for w in model.weights]
+    model_checks.check_weight_dtype(weights, settings.dtype, request.allow_dtype_cast)
+    registered = model_checks.register_custom_architectures(request.custom_architectures)
+    with report.timed("compile", device=settings.device, dtype=settings.dtype, regional=settings.regional) as fields:
+        result = compiler.compile_model(source, settings, staging)
+        fields.update(compile_seconds=result.compile_seconds)
+    data: dict[str, Any] = result.model_dump(mode="json")
+    data["custom_architectures"] = registered
+    merged = staging / ".source"
+    if merged.exists():
+        for link in merged.iterdir():
+            link.unlink()
+        merged.rmdir()
+    return data
+
+
+def _merged_source(staging: Path, config_dir: Path, weights_dir: Path, model: download.ResolvedRepo) -> Path:
+    """Config and tokenizer from one commit, weights from another: one directory of links."""
+    merged = staging / ".source"
+    merged.mkdir()
+    for remote in model.files:
+        (merged / remote.path).symlink_to(config_dir / remote.path)
+    for remote in model.weights:
+        (merged / remote.path).symlink_to(weights_dir / remote.path)
+    return merged
+
+
+def _manifest(
+    *,
+    request: WarmCacheRequest,
+    repos: list[download.ResolvedRepo],
+    model_key: str,
+    platform_key: str,
+    fingerprint: dict[str, str],
+    settings: Any,
+    compile_report: dict[str, Any] | None,
+    weights_bytes: int,
+    artifacts_bytes: int,
+    download_seconds: float,
+) -> dict[str, Any]:
+    main = repos[0]
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "worker_version": __version__,
+        "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "cache_key": f"{model_key}/{platform_key}",
+        "model_key": model_key,
+        "platform_key": platform_key,
+        "repo": main.request.repo,
+        "revision": main.request.revision,
+        "commit": main.commit,
+        "weight_commit": main.weight_commit,
+        "repos": [
+            {
+                "role": r.request.role,
+                "repo": r.request.repo,
+                "revision": r.request.revision,
+                "commit": r.commit,
+                "weight_commit": r.weight_commit,
+                "files": {f.path: f.digest for f in (*r.files, *r.weights)},
+            }
+            for r in repos
+        ],
+        "hf_home": "hf",
+        "platform": fingerprint,
+        "compile": settings.model_dump(mode="json") if settings is not None else None,
+        "compile_report": compile_report,
+        "artifacts": {
+            "inductor": "inductor",
+            "megacache": "megacache.bin",
+            "aoti": "aoti/model.pt2" if settings is not None and settings.aot_inductor else None,
+            "chat_template": "chat_template.jinja" if request.chat_template else None,
+        },
+        "bytes": weights_bytes + artifacts_bytes,
+        "weights_bytes": weights_bytes,
+        "artifacts_bytes": artifacts_bytes,
+        "timings": {
+            "download_seconds": round(download_seconds, 3),
+            "compile_seconds": (compile_report or {}).get("compile_seconds", 0.0),
+        },
+        "served_model_name": request.served_model_name,
+        "server_options": request.server_options,
+    }
