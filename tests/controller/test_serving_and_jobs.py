@@ -1,0 +1,88 @@
+"""Deployment wiring round-trips, and the warm-up Job carries what the issue requires."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from modelwarmup import errors, manifests
+from modelwarmup.controller import jobs, naming, serving
+from modelwarmup.controller.settings import OperatorSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def full() -> Any:
+    body = next(b for b in manifests.load_documents(ROOT / "examples" / "full.yaml") if manifests.is_modelwarmup(b))
+    body["metadata"].update(namespace="ns", uid="uid-1")
+    return manifests.validate_body(body)
+
+
+def template() -> dict[str, Any]:
+    return {
+        "metadata": {"labels": {"app": "chat"}},
+        "spec": {
+            "volumes": [{"name": "data", "emptyDir": {}}],
+            "containers": [
+                {"name": "server", "image": "srv", "env": [{"name": "PYTHONPATH", "value": "/app"}], "volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+                {"name": "sidecar", "image": "proxy"},
+            ],
+        },
+    }
+
+
+def test_wiring_touches_only_the_chosen_containers_and_unwiring_restores_the_template() -> None:
+    mw = full()
+    original = template()
+    wired = serving.wired_template(copy.deepcopy(original), mw, "key-1", "runtime:1")
+    server, sidecar = wired["spec"]["containers"]
+    assert sidecar == original["spec"]["containers"][1]
+    env = {e["name"]: e["value"] for e in server["env"]}
+    assert env["PYTHONPATH"] == "/opt/modelwarmup/python:/app"
+    assert env["HF_HOME"] == "/var/cache/modelwarmup/hf"
+    mount = next(m for m in server["volumeMounts"] if m["name"] == serving.CACHE_VOLUME)
+    assert mount == {"name": serving.CACHE_VOLUME, "mountPath": "/var/cache/modelwarmup", "readOnly": True, "subPath": "gemma"}
+    rewired = serving.wired_template(wired, mw, "key-2", "runtime:1")
+    assert len(rewired["spec"]["initContainers"]) == 1 and len(rewired["spec"]["volumes"]) == 3
+    assert serving.unwired_template(rewired) == {**original, "metadata": {"labels": {"app": "chat"}, "annotations": {}}}
+
+
+def test_job_has_owner_security_failure_policy_and_token_by_reference_only() -> None:
+    mw = full()
+    target = mw.spec.targets[0]
+    job = jobs.build_job(mw, target, "k123", OperatorSettings())
+    assert job["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    assert job["metadata"]["labels"][naming.LABEL_WARMUP_KEY] == "k123"
+    spec = job["spec"]
+    assert spec["backoffLimit"] == 4 and spec["activeDeadlineSeconds"] == 10800
+    fail_fast = spec["podFailurePolicy"]["rules"][0]
+    assert fail_fast["action"] == "FailJob" and fail_fast["onExitCodes"]["values"] == list(errors.PERMANENT_EXIT_CODES)
+    pod = spec["template"]["spec"]
+    assert pod["restartPolicy"] == "Never" and pod["runtimeClassName"] == "nvidia"
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    container = pod["containers"][0]
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    token = next(e for e in container["env"] if e["name"] == "HF_TOKEN")
+    assert token == {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}}}
+    args = container["args"]
+    assert args[:3] == ["warm-cache", "--model-path", "google/gemma-3-12b-it"]
+    assert args[args.index("--batch-sizes") + 1 : args.index("--batch-sizes") + 4] == ["1", "8", "32"]
+    assert "--inductor-option" in args and "coordinate_descent_tuning=true" in args
+    assert "--lora-paths" in args and "example-org/gemma-3-12b-it-support-lora@v1" in args
+
+
+def test_worker_accepts_the_arguments_the_operator_builds() -> None:
+    from modelwarmup.cli import build_parser
+    from modelwarmup.worker import request
+
+    mw = full()
+    args = jobs.worker_args(mw.spec, mw.spec.targets[1])
+    parsed = build_parser().parse_args(args)
+    built = request.build_request(parsed)
+    assert built.model.repo == "google/gemma-3-12b-it" and built.devices == "gpu:0"
+    assert built.compile is not None and built.compile.batch_sizes == (1, 8, 32)
+    assert built.compile.extra_options == {"coordinate_descent_tuning": True}
+    assert built.draft is not None and built.draft.repo == "google/gemma-3-1b-it"
