@@ -1,0 +1,1 @@
+"""Ahead-of-time torch.compile for causal LMs: settings, platform fingerprint and the compile run."""

@@ -1,0 +1,257 @@
+"""Compile in one fresh process, serve warm from its artifacts in another.
+
+The slow tests are the real thing on a tiny random Llama (CPU, float32): the warm-up process
+writes an entry with compile_model, a second process activates it, wraps a freshly loaded model
+with compile_for_serving and runs a sequence length that was never compiled. Inductor must then
+report only FX-graph-cache hits, and the output must match eager. Separate processes matter:
+in one process Dynamo's in-memory caches would hide a broken on-disk cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelwarmup.compilation.settings import CompileSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _make_tiny_llama(dest: Path) -> Path:
+    try:
+        from modelwarmup.devkit.tiny_model import make_tiny_llama
+    except ImportError:  # pragma: no cover - the devkit helper is the normal path
+        import torch
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        torch.manual_seed(0)
+        config = LlamaConfig(
+            vocab_size=256,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+        )
+        LlamaForCausalLM(config).eval().save_pretrained(dest, safe_serialization=True)
+        return dest
+    return make_tiny_llama(dest)
+
+
+def _run_python(code: str, *, timeout: float = 420) -> dict[str, Any]:
+    """Run ``code`` in a fresh interpreter; it must print one JSON object as its last line."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TORCHINDUCTOR_", "TRITON_"))}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "operator"), env.get("PYTHONPATH")]))
+    env["TOKENIZERS_PARALLELISM"] = "false"
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    assert lines, result.stdout[-3000:] + result.stderr[-3000:]
+    parsed: dict[str, Any] = json.loads(lines[-1])
+    return parsed
+
+
+COMPILE = """
+    import json
+    from pathlib import Path
+    from modelwarmup.compilation.compiler import compile_model
+    from modelwarmup.compilation.settings import CompileSettings
+    settings = CompileSettings.model_validate_json({settings!r})
+    report = compile_model(Path({model!r}), settings, Path({entry!r}))
+    print(report.model_dump_json())
+"""
+
+SERVE = """
+    import json, time
+    from pathlib import Path
+    from modelwarmup.runtime import activate, cache_stats, compile_for_serving, load_aoti
+    from modelwarmup.compilation.compiler import load_model
+    from modelwarmup.compilation.settings import CompileSettings
+    started = time.perf_counter()
+    activation = activate(Path({entry!r}), private_dir=Path({private!r}))
+    import torch
+    settings = CompileSettings.model_validate_json({settings!r})
+    model = compile_for_serving(load_model(Path({model!r}), settings), settings)
+    ids = torch.randint(0, 250, (1, {length}), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        out = model(input_ids=ids, use_cache=False).logits
+        first = time.perf_counter() - t0
+        stats = cache_stats()
+        with torch.compiler.set_stance("force_eager"):
+            ref = model(input_ids=ids, use_cache=False).logits
+        result = {{"stats": stats, "diff": (out - ref).abs().max().item(), "first_call_s": first,
+                   "activation": activation.model_dump(mode="json")}}
+        aoti = load_aoti(Path({entry!r}))
+        if aoti is not None:
+            result["aoti_diff"] = (aoti(ids) - ref).abs().max().item()
+    print(json.dumps(result))
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+def _files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("regional", "aot_inductor"), [(False, True), (True, False)], ids=["whole+aoti", "regional"]
+)
+def test_compile_then_serve_warm(
+    tiny_model: Path, tmp_path: Path, regional: bool, aot_inductor: bool
+) -> None:
+    settings = CompileSettings(
+        dtype="float32",
+        device="cpu",
+        max_length=64,
+        max_batch_size=1,
+        batch_sizes=(1,),
+        sequence_lengths=(8, 24),
+        regional=regional,
+        aot_inductor=aot_inductor,
+    )
+    entry = tmp_path / "entry"
+    report = _run_python(
+        COMPILE.format(settings=settings.model_dump_json(), model=str(tiny_model), entry=str(entry))
+    )
+    assert report["graph_count"] == 1  # one dynamic-length graph serves both lengths (and all layers)
+    assert report["counters"]["fxgraph_cache_miss"] == 1
+    assert report["max_abs_diff"] < 1e-4
+    assert (entry / "inductor" / "fxgraph").is_dir()
+    assert (entry / "megacache.bin").stat().st_size > 0
+    assert (entry / "aoti" / "model.pt2").is_file() == aot_inductor
+    before = _files(entry)
+
+    served = _run_python(
+        SERVE.format(
+            entry=str(entry),
+            private=str(tmp_path / "private"),
+            settings=settings.model_dump_json(),
+            model=str(tiny_model),
+            length=13,  # never compiled
+        )
+    )
+    stats = served["stats"]
+    assert stats["fxgraph_cache_hit"] > 0, stats
+    assert stats["fxgraph_cache_miss"] == 0, stats
+    assert stats["autograd_cache_miss"] == 0, stats
+    assert served["diff"] < 1e-4
+    assert served["activation"]["copied_files"] > 0
+    assert served["activation"]["inductor_dir"] == str((tmp_path / "private").resolve())
+    if aot_inductor:
+        assert served["aoti_diff"] < 1e-4
+    assert _files(entry) == before  # serving never writes into the shared entry
+
+
+def test_platform_key_stable_and_sensitive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))  # ISA probe lands here
+    import torch
+
+    from modelwarmup.compilation.platform import compile_env, platform_fingerprint, platform_key
+
+    first = platform_fingerprint("cpu")
+    assert platform_key(first) == platform_key(platform_fingerprint("cpu"))
+    assert len(platform_key(first)) == 16
+    for name in (
+        "torch",
+        "cpu_vec_isa",
+        "cpu_flags",
+        "cxx",
+        "cxx_version",
+        "python_executable",
+        "num_threads",
+    ):
+        assert name in first, name
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads + 1)
+        changed = platform_fingerprint("cpu")
+    finally:
+        torch.set_num_threads(threads)
+    assert changed["num_threads"] == str(threads + 1)
+    assert platform_key(changed) != platform_key(first)
+
+    monkeypatch.setenv("TORCHINDUCTOR_MAX_AUTOTUNE", "1")
+    with_env = platform_fingerprint("cpu")
+    assert with_env["env:TORCHINDUCTOR_MAX_AUTOTUNE"] == "1"
+    assert platform_key(with_env) != platform_key(first)
+
+    for name, value in first.items():  # every single input moves the key
+        assert platform_key({**first, name: value + "x"}) != platform_key(first)
+
+    env = compile_env(
+        {
+            "TORCHINDUCTOR_CACHE_DIR": "/x",
+            "TRITON_CACHE_DIR": "/y",
+            "TORCHINDUCTOR_SOME_TOKEN": "s",
+            "HF_TOKEN": "s",
+            "OMP_NUM_THREADS": "4",
+            "HOME": "/root",
+        }
+    )
+    assert env == {"OMP_NUM_THREADS": "4"}
+
+
+def test_settings_cache_json_covers_every_setting() -> None:
+    base = CompileSettings(dtype="float32", max_length=128, max_batch_size=4, batch_sizes=(1, 2))
+    variants = {
+        "dtype": {"dtype": "bfloat16"},
+        "device": {"device": "cuda"},
+        "max_length": {"max_length": 256},
+        "max_batch_size": {"max_batch_size": 8},
+        "batch_sizes": {"batch_sizes": (1, 4)},
+        "sequence_lengths": {"sequence_lengths": (8, 32)},
+        "mode": {"mode": "max-autotune"},
+        "regional": {"regional": True},
+        "aot_inductor": {"aot_inductor": True},
+        "extra_options": {"extra_options": {"freezing": True}},
+        "trust_remote_code": {"trust_remote_code": True},
+    }
+    assert set(variants) == set(CompileSettings.model_fields)
+    seen = {base.cache_json()}
+    for name, change in variants.items():
+        changed = base.model_copy(update=change)
+        changed = CompileSettings.model_validate(changed.model_dump())
+        assert changed.cache_json() not in seen, name
+        seen.add(changed.cache_json())
+
+    assert base.cache_json() == CompileSettings.model_validate(base.model_dump()).cache_json()
+    same_gpu_code = CompileSettings(device="cuda:0").cache_json()
+    assert same_gpu_code == CompileSettings(device="cuda:1").cache_json()
+    assert json.loads(base.cache_json())["sequence_lengths"] == [16, 64]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"device": "tpu"},
+        {"batch_sizes": (2,), "max_batch_size": 1},
+        {"sequence_lengths": (100,), "max_length": 64},
+        {"extra_options": {"bad key": 1}},
+        {"mode": "fast"},
+    ],
+)
+def test_settings_reject_bad_values(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        CompileSettings.model_validate(bad)
