@@ -59,11 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _registrars() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]:
     """Subcommands of the other roles; each module registers its own."""
+    from modelwarmup.cache import prune
     from modelwarmup.controller import main as operator_main
     from modelwarmup.runtime import verify
     from modelwarmup.worker import command as worker_command
 
-    return [worker_command.register, verify.register, operator_main.register]
+    return [worker_command.register, verify.register, prune.register, operator_main.register]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,90 @@
+"""Atomic entries, locks and pruning of the cache layout (no model needed)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from modelwarmup.cache import layout, prune
+from modelwarmup.cache.layout import CacheLayout
+
+
+def build(cache: CacheLayout, model_key: str, platform_key: str, repo: str = "org/m") -> Path:
+    with layout.staging_dir(cache, model_key, platform_key) as staging:
+        (staging / "inductor").mkdir()
+        (staging / "inductor" / "kernel.so").write_bytes(b"x" * 100)
+        entry = cache.entry(model_key, platform_key)
+        layout.publish(staging, entry, {"repo": repo, "cache_key": f"{model_key}/{platform_key}"})
+    return entry
+
+
+def test_an_entry_is_complete_only_with_its_manifest(tmp_path: Path) -> None:
+    cache = CacheLayout(tmp_path)
+    entry = build(cache, "m1", "p1")
+    assert layout.read_manifest(entry) == {"repo": "org/m", "cache_key": "m1/p1"}
+    assert not list((tmp_path / "compiled" / "m1").glob(".*.tmp"))  # staging removed
+    (entry / layout.MANIFEST).unlink()
+    assert layout.read_manifest(entry) is None
+    assert cache.entries_of("m1") == []
+
+
+def test_publishing_over_an_incomplete_leftover_replaces_it(tmp_path: Path) -> None:
+    cache = CacheLayout(tmp_path)
+    leftover = cache.entry("m1", "p1")
+    leftover.mkdir(parents=True)
+    (leftover / "half-written").write_text("junk")
+    entry = build(cache, "m1", "p1")
+    assert not (entry / "half-written").exists() and (entry / "inductor" / "kernel.so").exists()
+
+
+def _hold_lock(root: str, seconds: float) -> None:
+    with layout.entry_lock(CacheLayout(Path(root)), "m1", "p1", timeout_s=5):
+        time.sleep(seconds)
+
+
+def test_the_entry_lock_excludes_another_process_and_times_out(tmp_path: Path) -> None:
+    holder = multiprocessing.get_context("spawn").Process(target=_hold_lock, args=(str(tmp_path), 3.0))
+    holder.start()
+    lock_file = CacheLayout(tmp_path).lock_file("m1", "p1")
+    deadline = time.monotonic() + 10
+    while not lock_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    with pytest.raises(layout.CacheLockTimeout), layout.entry_lock(CacheLayout(tmp_path), "m1", "p1", timeout_s=0.6):
+        pass
+    holder.join()
+    with layout.entry_lock(CacheLayout(tmp_path), "m1", "p1", timeout_s=1):
+        pass  # released when the holder exited
+
+
+def test_stale_staging_of_one_platform_is_removed_and_others_kept(tmp_path: Path) -> None:
+    cache = CacheLayout(tmp_path)
+    parent = tmp_path / "compiled" / "m1"
+    (parent / ".p1.dead.tmp").mkdir(parents=True)
+    (parent / ".p2.live.tmp").mkdir()
+    assert layout.remove_stale_staging(cache, "m1", "p1") == 1
+    assert (parent / ".p2.live.tmp").exists()
+
+
+def test_prune_removes_only_superseded_entries_of_the_repo(tmp_path: Path) -> None:
+    cache = CacheLayout(tmp_path)
+    build(cache, "old", "p1")
+    build(cache, "new", "p1")
+    build(cache, "other-model", "p1", repo="org/other")
+    (tmp_path / "refs").mkdir()
+    (tmp_path / "refs" / "a.json").write_text("old/p1")
+    (tmp_path / "refs" / "b.json").write_text("new/p1")
+    result = subprocess.run(
+        [sys.executable, "-m", "modelwarmup.cli", "prune", "--cache-dir", str(tmp_path), "--model-path", "org/m", "--keep", "new"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "compiled").iterdir()) == ["new", "other-model"]
+    assert [p.name for p in (tmp_path / "refs").iterdir()] == ["b.json"]
+    assert prune.prune(cache, "org/m", {"new"}) == []
