@@ -27,7 +27,11 @@ def digest(value: Any, length: int = KEY_LENGTH) -> str:
     return hashlib.sha256(canonical_json(value).encode()).hexdigest()[:length]
 
 
+def repo_slug(repo: str) -> str:
+    """The readable start of a repo's model keys (``org/Name`` -> ``org--name``)."""
+    return repo.replace("/", "--").lower()[:48]
+
+
 def model_key(*, repo: str, inputs: dict[str, Any]) -> str:
     """``<repo-slug>-<digest>``: readable in a directory listing, unique by content."""
-    slug = repo.replace("/", "--").lower()[:48]
-    return f"{slug}-{digest({'repo': repo, **inputs})}"
+    return f"{repo_slug(repo)}-{digest({'repo': repo, **inputs})}"

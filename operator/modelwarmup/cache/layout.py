@@ -149,7 +149,9 @@ def publish(staging: Path, entry: Path, manifest: dict[str, Any]) -> None:
     write_json_atomic(entry / MANIFEST, manifest)
 
 
-def remove_stale_staging(layout: CacheLayout, model_key: str, platform_key: str, older_than_s: float = 0.0) -> int:
+def remove_stale_staging(
+    layout: CacheLayout, model_key: str, platform_key: str, older_than_s: float = 0.0
+) -> int:
     """Delete staging directories that killed builders of this entry left behind; returns how many.
 
     Call it holding the entry's lock: then no live builder of this entry can own one of them.
@@ -180,7 +182,9 @@ def entry_lock(layout: CacheLayout, model_key: str, platform_key: str, *, timeou
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise CacheLockTimeout(f"another worker is building this entry ({path.name}); retry later") from None
+                    raise CacheLockTimeout(
+                        f"another worker is building this entry ({path.name}); retry later"
+                    ) from None
                 time.sleep(0.5)
         try:
             yield

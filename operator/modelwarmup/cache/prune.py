@@ -50,7 +50,9 @@ def prune(cache: CacheLayout, repo: str, keep: set[str]) -> list[str]:
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser("prune", help="delete compiled entries of a model that newer warm-ups superseded")
+    parser = commands.add_parser(
+        "prune", help="delete compiled entries of a model that newer warm-ups superseded"
+    )
     parser.add_argument("--cache-dir", type=Path, required=True)
     parser.add_argument("--model-path", required=True, help="the repo id whose old entries go")
     parser.add_argument("--keep", action="append", default=[], help="a model key still in use (repeatable)")

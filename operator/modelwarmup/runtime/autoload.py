@@ -21,10 +21,25 @@ from pathlib import Path
 from typing import Any
 
 ACTIVATED = "MODELWARMUP_ACTIVATED"  # inherited by child processes: they reuse the same copy
+# Set while this process activates. Activation starts Python helpers of its own (Inductor's ISA
+# probe dlopens a test library in a child interpreter, under a file lock the parent holds); those
+# run sitecustomize too and must not try to activate, or they wait on that lock until the probe
+# times out and the parent concludes a different CPU (and so a different platform).
+ACTIVATING = "MODELWARMUP_ACTIVATING"
+COLD = "MODELWARMUP_COLD"  # set once a process decided to start cold: its children do not ask again
 
 
 def _warn(message: str) -> None:
-    print(f"modelwarmup: WARNING: {message}; starting cold (the server compiles on its own)", file=sys.stderr, flush=True)
+    print(
+        f"modelwarmup: WARNING: {message}; starting cold (the server compiles on its own)",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _cold(message: str) -> None:
+    os.environ[COLD] = "1"
+    _warn(message)
 
 
 def _device() -> str:
@@ -62,7 +77,11 @@ def report_stats_after_compile() -> None:
 
     def _report(*_: Any) -> None:
         stats = loader.cache_stats()
-        print("modelwarmup: " + json.dumps({"compile_cache": stats}, sort_keys=True), file=sys.stderr, flush=True)
+        print(
+            "modelwarmup: " + json.dumps({"compile_cache": stats}, sort_keys=True),
+            file=sys.stderr,
+            flush=True,
+        )
         try:
             from prometheus_client import Gauge
 
@@ -80,40 +99,56 @@ _GAUGES: dict[str, Any] = {}
 
 def _gauge(gauge_class: Any) -> Any:
     if "g" not in _GAUGES:
-        _GAUGES["g"] = gauge_class("modelwarmup_compile_cache", "torch compile cache counters of this process", ["counter"])
+        _GAUGES["g"] = gauge_class(
+            "modelwarmup_compile_cache", "torch compile cache counters of this process", ["counter"]
+        )
     return _GAUGES["g"]
 
 
 def activate_from_env(environ: Mapping[str, str] = os.environ) -> Path | None:
     """Activate the warmed entry named by the environment; returns it, or None when cold."""
-    if environ.get("MODELWARMUP_AUTOLOAD") != "1":
+    if environ.get("MODELWARMUP_AUTOLOAD") != "1" or environ.get(ACTIVATING) or environ.get(COLD):
         return None
     try:
         from modelwarmup.compilation import platform
         from modelwarmup.runtime import loader
 
-        cache_dir, model_key = Path(environ.get("MODELWARMUP_CACHE_DIR", "")), environ.get("MODELWARMUP_CACHE_KEY", "")
+        loader.pin_environment()  # before torch is imported: the same switches as the worker
+        cache_dir, model_key = (
+            Path(environ.get("MODELWARMUP_CACHE_DIR", "")),
+            environ.get("MODELWARMUP_CACHE_KEY", ""),
+        )
         if not model_key or not cache_dir.is_dir():
-            _warn(f"MODELWARMUP_CACHE_DIR={cache_dir} / MODELWARMUP_CACHE_KEY={model_key!r} do not name a cache")
+            _cold(
+                f"MODELWARMUP_CACHE_DIR={cache_dir} / MODELWARMUP_CACHE_KEY={model_key!r} do not name a cache"
+            )
             return None
         if environ.get(ACTIVATED):  # a child of an activated process: same platform, same copy
             loader.configure_inductor(Path(environ[ACTIVATED]))
             return Path(environ[ACTIVATED])
-        entry, why = select_entry(cache_dir, model_key, platform.platform_fingerprint(_device()))
-        if entry is None:
-            _warn(why)
-            return None
-        result = loader.activate(entry)
+        os.environ[ACTIVATING] = str(os.getpid())
+        try:
+            entry, why = select_entry(cache_dir, model_key, platform.platform_fingerprint(_device()))
+            if entry is None:
+                _cold(why)
+                return None
+            result = loader.activate(entry)
+        finally:
+            os.environ.pop(ACTIVATING, None)
         os.environ[ACTIVATED] = str(result.inductor_dir)
         report_stats_after_compile()
-        print(f"modelwarmup: {why}; inductor cache at {result.inductor_dir} ({result.copied_files} files)", file=sys.stderr, flush=True)
+        print(
+            f"modelwarmup: {why}; inductor cache at {result.inductor_dir} ({result.copied_files} files)",
+            file=sys.stderr,
+            flush=True,
+        )
         return entry
     except Exception as error:  # never take the server down
-        _warn(f"{type(error).__name__}: {error}")
+        _cold(f"{type(error).__name__}: {error}")
         return None
 
 
-SITECUSTOMIZE = '''\
+SITECUSTOMIZE = """\
 # Written by `modelwarmup verify --install-runtime`: start this Python process from the warmed cache.
 import os as _os
 
@@ -126,7 +161,7 @@ if _os.environ.get("MODELWARMUP_AUTOLOAD") == "1":
         import sys as _sys
 
         print(f"modelwarmup: WARNING: {_error}; starting cold", file=_sys.stderr)
-'''
+"""
 
 
 def install_runtime(target: Path) -> None:
@@ -137,5 +172,10 @@ def install_runtime(target: Path) -> None:
 
     source = Path(modelwarmup.__file__).parent
     target.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(source, target / "modelwarmup", dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "devkit"))
+    shutil.copytree(
+        source,
+        target / "modelwarmup",
+        dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns("__pycache__", "devkit"),
+    )
     (target / "sitecustomize.py").write_text(SITECUSTOMIZE, encoding="utf-8")

@@ -49,6 +49,10 @@ _WRAPPED_MARKER = "_modelwarmup_compiled"
 # Environment pinned in every process that compiles or serves (see the module docstring).
 PINNED_ENV: Mapping[str, str] = {
     "TORCHINDUCTOR_CPP_CACHE_PRECOMPILE_HEADERS": "0",
+    # Trust the CPU flags instead of Inductor's vector-ISA probe, which compiles and dlopens a
+    # test library per ISA in every fresh process (about 5 s here, and a C++ compiler at serve
+    # time even for AOTInductor). Our platform key holds the CPU flags and the compiler already.
+    "TORCHINDUCTOR_VEC_ISA_OK": "1",
     "TORCHINDUCTOR_FX_GRAPH_CACHE": "1",
     "TORCHINDUCTOR_AUTOGRAD_CACHE": "1",
 }
@@ -72,6 +76,16 @@ class ActivationResult(BaseModel):
     aoti_package: Path | None
 
 
+def pin_environment() -> None:
+    """Set the pinned switches before torch is imported (and in its live config if it already is)."""
+    import sys
+
+    os.environ.update(PINNED_ENV)
+    config = sys.modules.get("torch._inductor.config")
+    if config is not None:
+        config.cpp.vec_isa_ok = True  # type: ignore[attr-defined]
+
+
 def configure_inductor(cache_dir: Path) -> Path:
     """Point Inductor (and Triton under it) at ``cache_dir`` and pin the cache switches.
 
@@ -92,6 +106,7 @@ def configure_inductor(cache_dir: Path) -> Path:
     from torch._inductor.codecache import CacheBase
 
     inductor_config.cpp_cache_precompile_headers = False
+    inductor_config.cpp.vec_isa_ok = True
     inductor_config.aot_inductor.precompile_headers = False
     inductor_config.fx_graph_cache = True
     inductor_config.autotune_local_cache = True
@@ -155,6 +170,7 @@ def load_aoti(entry_dir: Path) -> Callable[..., Any] | None:
     package = entry_dir / AOTI_RELPATH
     if not package.is_file():
         return None
+    pin_environment()  # no vector-ISA probe: no C++ compiler needed
     from torch._inductor import aoti_load_package
 
     loaded: Callable[..., Any] = aoti_load_package(str(package))

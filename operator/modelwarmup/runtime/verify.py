@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modelwarmup.cache import layout
+from modelwarmup.cache import keys, layout
 from modelwarmup.cache.layout import CacheLayout
 
 EXIT_MATCH = 0
@@ -52,7 +52,9 @@ def _candidates(cache: CacheLayout, model_key: str | None, repo: str | None) -> 
     if model_key:
         model_dirs = [cache.compiled / model_key]
     elif cache.compiled.is_dir():
-        model_dirs = sorted(p for p in cache.compiled.iterdir() if p.is_dir())
+        # Only this repo's model keys: another model's half-built entry is none of our business.
+        prefix = keys.repo_slug(repo) + "-" if repo else ""
+        model_dirs = sorted(p for p in cache.compiled.iterdir() if p.is_dir() and p.name.startswith(prefix))
     else:
         model_dirs = []
     complete: list[Path] = []
@@ -86,35 +88,52 @@ def verify(cache: CacheLayout, *, model_key: str | None, repo: str | None, node:
     what = model_key or repo or "any model"
     if not complete:
         if incomplete:
-            return Verdict(EXIT_INCOMPLETE, "Incomplete", f"{what}: only incomplete entries (no manifest) in {cache.compiled}")
+            return Verdict(
+                EXIT_INCOMPLETE,
+                "Incomplete",
+                f"{what}: only incomplete entries (no manifest) in {cache.compiled}",
+            )
         return Verdict(EXIT_MISSING, "Missing", f"{what}: no entry in {cache.compiled}")
     mismatches: list[str] = []
     for entry in complete:
         manifest: dict[str, Any] = layout.read_manifest(entry) or {}
         if manifest.get("platform_key") == "portable":
-            return Verdict(EXIT_MATCH, "Match", f"{entry.parent.name}/{entry.name}: weights only, any platform", entry)
+            return Verdict(
+                EXIT_MATCH, "Match", f"{entry.parent.name}/{entry.name}: weights only, any platform", entry
+            )
         differences = hardware_differences(manifest.get("platform", {}), node)
         if not differences:
             return Verdict(EXIT_MATCH, "Match", f"{entry.parent.name}/{entry.name} matches this node", entry)
         shown = ", ".join(f"{k}: built {a!r}, here {b!r}" for k, (a, b) in differences.items())
         mismatches.append(f"{entry.name} ({shown})")
-    return Verdict(EXIT_OTHER_PLATFORM, "OtherPlatform", f"{what}: entries only for other platforms: {'; '.join(mismatches)}")
+    return Verdict(
+        EXIT_OTHER_PLATFORM,
+        "OtherPlatform",
+        f"{what}: entries only for other platforms: {'; '.join(mismatches)}",
+    )
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser("verify", help="check that the cache holds a complete entry for this node")
     parser.add_argument("--cache-dir", type=Path, required=True)
     parser.add_argument("--model-path", help="the model's repo id")
-    parser.add_argument("--cache-key", help="<model-key> or <model-key>/<platform-key> (the operator passes it)")
+    parser.add_argument(
+        "--cache-key", help="<model-key> or <model-key>/<platform-key> (the operator passes it)"
+    )
     parser.add_argument("--devices", default=None, help="cpu, gpu or gpu:N; default: the first GPU if any")
     parser.add_argument("--warn-only", action="store_true", help="report a problem but exit 0 (serve cold)")
-    parser.add_argument("--install-runtime", type=Path, default=None, help="also copy the runtime loader (sitecustomize) here")
+    parser.add_argument(
+        "--install-runtime", type=Path, default=None, help="also copy the runtime loader (sitecustomize) here"
+    )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from modelwarmup.compilation import platform
+    from modelwarmup.runtime import loader
     from modelwarmup.worker import devices
+
+    loader.pin_environment()  # fingerprint the node as the worker and the loader do
 
     if args.install_runtime is not None:
         from modelwarmup.runtime import autoload
@@ -122,13 +141,23 @@ def run(args: argparse.Namespace) -> int:
         autoload.install_runtime(args.install_runtime)
     model_key = (args.cache_key or "").split("/")[0] or None
     device = devices.resolve_device(args.devices, None)
-    verdict = verify(CacheLayout(args.cache_dir), model_key=model_key, repo=args.model_path, node=platform.platform_fingerprint(device))
-    line = json.dumps({"verify": verdict.reason, "message": verdict.message, "entry": str(verdict.entry or "")})
+    verdict = verify(
+        CacheLayout(args.cache_dir),
+        model_key=model_key,
+        repo=args.model_path,
+        node=platform.platform_fingerprint(device),
+    )
+    line = json.dumps(
+        {"verify": verdict.reason, "message": verdict.message, "entry": str(verdict.entry or "")}
+    )
     if verdict.code == EXIT_MATCH:
         print(line)
         return EXIT_MATCH
     print(line, file=sys.stderr)
     if args.warn_only:
-        print("modelwarmup verify: WARNING: the server will start cold (it compiles on its own)", file=sys.stderr)
+        print(
+            "modelwarmup verify: WARNING: the server will start cold (it compiles on its own)",
+            file=sys.stderr,
+        )
         return EXIT_MATCH
     return verdict.code

@@ -28,6 +28,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def run(args: argparse.Namespace) -> int:
+    from modelwarmup.runtime import loader
+
+    loader.pin_environment()  # before torch is imported, as serving processes do
     report.configure_logging()
     for name, value in HUB_ENV_DEFAULTS.items():
         os.environ.setdefault(name, value)
@@ -46,6 +49,18 @@ def run(args: argparse.Namespace) -> int:
     except errors.ModelWarmupError as error:
         report.write_summary(
             {"ok": False, "reason": error.reason, "message": str(error), "permanent": error.permanent},
+            termination_log,
+        )
+        raise
+    except Exception as error:  # a bug or an environment problem: still tell the operator (exit 1, retried)
+        first_line = (str(error).strip().splitlines() or [""])[0][:300]
+        report.write_summary(
+            {
+                "ok": False,
+                "reason": errors.ModelWarmupError.reason,
+                "message": f"{type(error).__name__}: {first_line}",
+                "permanent": False,
+            },
             termination_log,
         )
         raise

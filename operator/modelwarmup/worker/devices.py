@@ -8,7 +8,7 @@ from modelwarmup.worker.request import InvalidOptionError
 
 
 def resolve_device(devices: str | None, target: str | None) -> str:
-    """"cpu" or "cuda:N". Like the seed: unset means the first GPU if any, else the CPU."""
+    """ "cpu" or "cuda:N". Like the seed: unset means the first GPU if any, else the CPU."""
     import torch
 
     has_gpu = torch.cuda.is_available()
@@ -22,7 +22,9 @@ def resolve_device(devices: str | None, target: str | None) -> str:
         ids = devices.partition(":")[2]
         first = int(ids.split(",")[0]) if ids else 0
         if first >= torch.cuda.device_count():
-            raise InvalidOptionError(f"--devices {devices}: GPU {first} does not exist (torch sees {torch.cuda.device_count()})")
+            raise InvalidOptionError(
+                f"--devices {devices}: GPU {first} does not exist (torch sees {torch.cuda.device_count()})"
+            )
         device = f"cuda:{first}"  # multi-GPU lists compile on the first; the graphs are per device type
     if target is not None:
         check_target(target, device)
@@ -42,12 +44,18 @@ def check_target(target: str, device: str) -> None:
             raise InvalidOptionError(f"--target cpu but the devices resolve to {device}")
         return
     if device == "cpu":
-        raise InvalidOptionError(f"--target {target}: no GPU here; Inductor cannot compile for a device it cannot run on")
+        raise InvalidOptionError(
+            f"--target {target}: no GPU here; Inductor cannot compile for a device it cannot run on"
+        )
     is_hip = torch.version.hip is not None
     if (api == "hip") != is_hip:
-        raise InvalidOptionError(f"--target {target}: this node's GPU runtime is {'ROCm' if is_hip else 'CUDA'}")
+        raise InvalidOptionError(
+            f"--target {target}: this node's GPU runtime is {'ROCm' if is_hip else 'CUDA'}"
+        )
     if arch is not None and api == "cuda":
         major, minor = torch.cuda.get_device_capability(device)
         present = f"sm_{major}{minor}"
         if arch.rstrip("a") != present:
-            raise InvalidOptionError(f"--target {target}: the GPU here is {present}; run the warm-up on a {arch} node")
+            raise InvalidOptionError(
+                f"--target {target}: the GPU here is {present}; run the warm-up on a {arch} node"
+            )

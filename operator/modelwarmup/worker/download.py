@@ -11,6 +11,7 @@ git blob id; a mismatch removes the file and fails (transient: the next attempt 
 
 from __future__ import annotations
 
+import concurrent.futures
 import fnmatch
 import hashlib
 import os
@@ -43,6 +44,8 @@ SERVING_FILES = (
     "model.safetensors.index.json",
     "adapter_config.json",
 )
+# Files downloaded at a time (snapshot_download uses 8): shards of a large model in parallel.
+DOWNLOAD_WORKERS = 4
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,9 @@ def resolve(request: RepoRequest, hub: HubClient) -> ResolvedRepo:
     def wanted(path: str) -> bool:
         if _matches(path, ignore_patterns):
             return False
-        if "/" not in path and (path in SERVING_FILES or (request.trust_remote_code and path.endswith(".py"))):
+        if "/" not in path and (
+            path in SERVING_FILES or (request.trust_remote_code and path.endswith(".py"))
+        ):
             return True
         return _matches(path, allow_patterns)
 
@@ -143,7 +148,9 @@ def resolve(request: RepoRequest, hub: HubClient) -> ResolvedRepo:
         by_path = {f.path: f for f in weight_listing}
         missing = [p for p in request.weight_paths if p not in by_path]
         if missing:
-            raise hub_errors.FileNotOnHub(f"weight file(s) {', '.join(missing)} not in {request.repo}@{weight_commit[:12]}")
+            raise hub_errors.FileNotOnHub(
+                f"weight file(s) {', '.join(missing)} not in {request.repo}@{weight_commit[:12]}"
+            )
         weights = tuple(by_path[p] for p in request.weight_paths)
     else:
         weights = tuple(
@@ -158,7 +165,9 @@ def resolve(request: RepoRequest, hub: HubClient) -> ResolvedRepo:
         )
     if request.role != "lora" and not any(f.path == "config.json" for f in files):
         raise hub_errors.FileNotOnHub(f"{request.repo}@{commit[:12]} has no config.json")
-    return ResolvedRepo(request=request, commit=commit, weight_commit=weight_commit, files=files, weights=weights)
+    return ResolvedRepo(
+        request=request, commit=commit, weight_commit=weight_commit, files=files, weights=weights
+    )
 
 
 def git_blob_id(path: Path) -> str:
@@ -176,57 +185,91 @@ def _verify_small_file(path: Path, remote: RemoteFile, where: str) -> None:
         blob = path.resolve()
         blob.unlink(missing_ok=True)
         path.unlink(missing_ok=True)
-        raise hub_errors.ChecksumMismatch(f"{where}/{remote.path}: content does not match the hub's git blob id; removed")
+        raise hub_errors.ChecksumMismatch(
+            f"{where}/{remote.path}: content does not match the hub's git blob id; removed"
+        )
 
 
 def download(resolved: ResolvedRepo, hub: HubClient, *, progress: bool) -> DownloadStats:
-    """Download the resolved files into the HF cache; every file verified."""
+    """Download the resolved files into the HF cache, several at a time; every file verified.
+
+    Raises the first failure (a hub error or ChecksumMismatch) once the transfers in flight end.
+    """
+    request = resolved.request
+    started = time.monotonic()
+    # Like snapshot_download, several files at once: the largest (weight shards) first.
+    jobs = sorted(
+        [(f, resolved.weight_commit) for f in resolved.weights]
+        + [(f, resolved.commit) for f in resolved.files],
+        key=lambda job: -(job[0].size or 0),
+    )
+    pool = concurrent.futures.ThreadPoolExecutor(
+        max_workers=min(DOWNLOAD_WORKERS, len(jobs)), thread_name_prefix="download"
+    )
+    try:
+        futures = [
+            pool.submit(_download_file, resolved, remote, commit, hub, progress) for remote, commit in jobs
+        ]
+        results = [future.result() for future in futures]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    _record_ref(hub.layout.hub_cache / _repo_folder(request.repo), request.revision, resolved.commit)
+    return DownloadStats(
+        files=len(results),
+        bytes=sum(r.bytes for r in results),
+        fetched_bytes=sum(r.fetched_bytes for r in results),
+        resumed_bytes=sum(r.resumed_bytes for r in results),
+        seconds=round(time.monotonic() - started, 3),
+    )
+
+
+def _repo_folder(repo: str) -> str:
+    return "models--" + repo.replace("/", "--")
+
+
+def _download_file(
+    resolved: ResolvedRepo, remote: RemoteFile, commit: str, hub: HubClient, progress: bool
+) -> DownloadStats:
+    """One file into the cache: LFS files through the resumable fetch, then linked by hf_hub_download."""
     from huggingface_hub import hf_hub_download
 
     request = resolved.request
-    stats = DownloadStats()
-    started = time.monotonic()
-    repo_dir = hub.layout.hub_cache / ("models--" + request.repo.replace("/", "--"))
-    jobs = [(f, resolved.commit) for f in resolved.files] + [(f, resolved.weight_commit) for f in resolved.weights]
-    for remote, commit in jobs:
-        where = f"{request.repo}@{commit[:12]}"
-        if remote.sha256:
-            fetch = _fetch(
-                hub,
-                request,
-                commit,
-                url=_file_url(hub, request.repo, remote.path, commit),
-                headers=_headers(hub),
-                blob=repo_dir / "blobs" / remote.sha256,
-                sha256=remote.sha256,
-                size=remote.size,
-                force=request.force_download,
-                progress=progress,
-                label=remote.path,
-            )
-            stats.fetched_bytes += fetch.fetched
-            stats.resumed_bytes += fetch.resumed_from
-        try:
-            local = hf_hub_download(
-                request.repo,
-                remote.path,
-                revision=commit,
-                cache_dir=hub.layout.hub_cache,
-                endpoint=hub.endpoint,
-                token=hub.token or False,
-                force_download=request.force_download and not remote.sha256,
-            )
-        except Exception as error:
-            raise hub_errors.translate(error, repo=request.repo, revision=commit) from None
-        path = Path(local)
-        if not remote.sha256:
-            _verify_small_file(path, remote, where)
-            stats.fetched_bytes += path.stat().st_size if request.force_download else 0
-        stats.files += 1
-        stats.bytes += path.stat().st_size
-    _record_ref(repo_dir, request.revision, resolved.commit)
-    stats.seconds = round(time.monotonic() - started, 3)
-    return stats
+    result = DownloadStats(files=1)
+    snapshot = snapshot_dir(hub, request.repo, commit) / remote.path
+    if remote.sha256:
+        fetch = _fetch(
+            hub,
+            request,
+            commit,
+            url=_file_url(hub, request.repo, remote.path, commit),
+            headers=_headers(hub),
+            blob=hub.layout.hub_cache / _repo_folder(request.repo) / "blobs" / remote.sha256,
+            sha256=remote.sha256,
+            size=remote.size,
+            force=request.force_download,
+            progress=progress,
+            label=remote.path,
+        )
+        result.fetched_bytes, result.resumed_bytes = fetch.fetched, fetch.resumed_from
+    elif request.force_download or not snapshot.exists():
+        result.fetched_bytes = remote.size or 0
+    try:
+        local = hf_hub_download(
+            request.repo,
+            remote.path,
+            revision=commit,
+            cache_dir=hub.layout.hub_cache,
+            endpoint=hub.endpoint,
+            token=hub.token or False,
+            force_download=request.force_download and not remote.sha256,
+        )
+    except Exception as error:
+        raise hub_errors.translate(error, repo=request.repo, revision=commit) from None
+    path = Path(local)
+    if not remote.sha256:
+        _verify_small_file(path, remote, f"{request.repo}@{commit[:12]}")
+    result.bytes = path.stat().st_size
+    return result
 
 
 def _fetch(hub: HubClient, request: RepoRequest, commit: str, **kwargs: Any) -> resumable.FetchResult:

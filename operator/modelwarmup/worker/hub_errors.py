@@ -48,7 +48,9 @@ def translate(error: BaseException, *, repo: str, revision: str) -> errors.Model
 
     where = f"{repo}@{revision}"
     if isinstance(error, hf.GatedRepoError):
-        return GatedRepository(f"{where} is gated and the token has no access (request access on the hub, or set tokenSecretRef)")
+        return GatedRepository(
+            f"{where} is gated and the token has no access (request access on the hub, or set tokenSecretRef)"
+        )
     if isinstance(error, hf.RevisionNotFoundError):
         return RevisionNotFound(f"revision {revision!r} not found in {repo}")
     if isinstance(error, hf.RemoteEntryNotFoundError | hf.EntryNotFoundError):
@@ -66,7 +68,9 @@ def translate(error: BaseException, *, repo: str, revision: str) -> errors.Model
             return errors.PermanentError(f"the hub answered {status} for {where}: {_first_line(error)}")
         return HubUnavailable(f"the hub answered {status} for {where}; will retry")
     if isinstance(error, httpx2.HTTPError | ConnectionError | TimeoutError | hf.OfflineModeIsEnabled):
-        return HubUnavailable(f"cannot reach the hub for {where}: {type(error).__name__}: {_first_line(error)}")
+        return HubUnavailable(
+            f"cannot reach the hub for {where}: {type(error).__name__}: {_first_line(error)}"
+        )
     if isinstance(error, hf.LocalEntryNotFoundError):
         return HubUnavailable(f"cannot reach the hub for {where} and the file is not cached")
     raise error

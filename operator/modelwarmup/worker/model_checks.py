@@ -47,15 +47,21 @@ def register_custom_architectures(specs: tuple[str, ...]) -> list[str]:
         try:
             module = importlib.import_module(module_name)
         except ImportError as error:
-            raise InvalidOptionError(f"--custom-architectures {spec}: cannot import {module_name}: {error}") from None
+            raise InvalidOptionError(
+                f"--custom-architectures {spec}: cannot import {module_name}: {error}"
+            ) from None
         architectures = getattr(module, attribute or "ARCHITECTURES", None)
         if not isinstance(architectures, list | tuple):
-            raise InvalidOptionError(f"--custom-architectures {spec}: {module_name} has no ARCHITECTURES list")
+            raise InvalidOptionError(
+                f"--custom-architectures {spec}: {module_name} has no ARCHITECTURES list"
+            )
         for model_class in architectures:
             config_class = getattr(model_class, "config_class", None)
             model_type = getattr(config_class, "model_type", None)
             if config_class is None or not model_type:
-                raise InvalidOptionError(f"--custom-architectures {spec}: {model_class!r} has no config_class with a model_type")
+                raise InvalidOptionError(
+                    f"--custom-architectures {spec}: {model_class!r} has no config_class with a model_type"
+                )
             AutoConfig.register(model_type, config_class, exist_ok=True)
             AutoModelForCausalLM.register(config_class, model_class, exist_ok=True)
             registered.append(f"{model_type}:{model_class.__name__}")

@@ -44,22 +44,64 @@ CAST_MISSPELT = "allow-safetensors-weights-fp32-bf6-bidirectional-cast"
 
 _SUPPORTED = [
     Option("model-path", "supported", "Hugging Face repo id of the model to download and compile."),
-    Option("weight-path", "supported", "Weight file(s) in the model repo to use instead of all *.safetensors.", kind="list"),
-    Option("huggingface-model-revision", "supported", "Branch, tag or commit of the model repo (config, tokenizer).", default="main"),
-    Option("huggingface-weight-revision", "supported", "Branch, tag or commit for the weights; defaults to the model revision."),
-    Option("force-download", "supported", "Download files again even when the cache has them.", kind="flag", default=False),
-    Option("trust-remote-code", "supported", "Allow running modelling code shipped in the repo.", kind="flag", default=False),
-    Option("devices", "supported", "cpu, gpu (first GPU) or gpu:0,1; default: the first GPU if any, else CPU."),
+    Option(
+        "weight-path",
+        "supported",
+        "Weight file(s) in the model repo to use instead of all *.safetensors.",
+        kind="list",
+    ),
+    Option(
+        "huggingface-model-revision",
+        "supported",
+        "Branch, tag or commit of the model repo (config, tokenizer).",
+        default="main",
+    ),
+    Option(
+        "huggingface-weight-revision",
+        "supported",
+        "Branch, tag or commit for the weights; defaults to the model revision.",
+    ),
+    Option(
+        "force-download",
+        "supported",
+        "Download files again even when the cache has them.",
+        kind="flag",
+        default=False,
+    ),
+    Option(
+        "trust-remote-code",
+        "supported",
+        "Allow running modelling code shipped in the repo.",
+        kind="flag",
+        default=False,
+    ),
+    Option(
+        "devices", "supported", "cpu, gpu (first GPU) or gpu:0,1; default: the first GPU if any, else CPU."
+    ),
     Option(
         "quantization-encoding",
         "supported",
         "Weight dtype to compile in.",
         choices=SUPPORTED_ENCODINGS,
-        why="GGUF/GPTQ/FP8/FP4 encodings of the seed (" + ", ".join(SEED_ENCODINGS) + ") have no torch.compile path here and are rejected.",
+        why="GGUF/GPTQ/FP8/FP4 encodings of the seed ("
+        + ", ".join(SEED_ENCODINGS)
+        + ") have no torch.compile path here and are rejected.",
     ),
-    Option("max-length", "supported", "Longest sequence served; graphs are dynamic in length up to this.", value_type=int, default=2048),
+    Option(
+        "max-length",
+        "supported",
+        "Longest sequence served; graphs are dynamic in length up to this.",
+        value_type=int,
+        default=2048,
+    ),
     Option("max-batch-size", "supported", "Largest batch served.", value_type=int, default=1),
-    Option("use-subgraphs", "supported", "Compile the repeated decoder block once (regional compilation).", kind="flag", default=True),
+    Option(
+        "use-subgraphs",
+        "supported",
+        "Compile the repeated decoder block once (regional compilation).",
+        kind="flag",
+        default=True,
+    ),
     Option(
         CAST,
         "supported",
@@ -68,15 +110,36 @@ _SUPPORTED = [
         default=False,
         aliases=(CAST_MISSPELT,),
     ),
-    Option("draft-model-path", "supported", "Repo id of a draft model to download with the model (not compiled)."),
+    Option(
+        "draft-model-path", "supported", "Repo id of a draft model to download with the model (not compiled)."
+    ),
     Option("draft-weight-path", "supported", "Weight file(s) of the draft model.", kind="list"),
     Option("draft-huggingface-model-revision", "supported", "Revision of the draft model.", default="main"),
     Option("draft-huggingface-weight-revision", "supported", "Revision of the draft model's weights."),
-    Option("draft-force-download", "supported", "Download the draft model again.", kind="flag", default=False),
-    Option("draft-trust-remote-code", "supported", "Allow the draft repo's modelling code.", kind="flag", default=False),
-    Option("lora-paths", "supported", "LoRA adapter repo ids (repo or repo@revision) to download.", kind="list"),
-    Option("chat-template", "supported", "A chat template (file path or text) stored with the entry for the server."),
-    Option("custom-architectures", "supported", "module[:path] exposing ARCHITECTURES (model classes) to register.", kind="list"),
+    Option(
+        "draft-force-download", "supported", "Download the draft model again.", kind="flag", default=False
+    ),
+    Option(
+        "draft-trust-remote-code",
+        "supported",
+        "Allow the draft repo's modelling code.",
+        kind="flag",
+        default=False,
+    ),
+    Option(
+        "lora-paths", "supported", "LoRA adapter repo ids (repo or repo@revision) to download.", kind="list"
+    ),
+    Option(
+        "chat-template",
+        "supported",
+        "A chat template (file path or text) stored with the entry for the server.",
+    ),
+    Option(
+        "custom-architectures",
+        "supported",
+        "module[:path] exposing ARCHITECTURES (model classes) to register.",
+        kind="list",
+    ),
     Option("config-file", "supported", "YAML file of option values (names as on the command line)."),
     Option("section-name", "supported", "Section of --config-file to read."),
     Option("served-model-name", "recorded", "Client-facing model name, recorded for the server."),
@@ -86,16 +149,61 @@ _SUPPORTED = [
         "Platform to compile for (cpu, cuda, cuda:sm_90); must be the hardware present.",
         why="Inductor compiles by running on the device: a target other than the present hardware is rejected.",
     ),
-    Option("force", "supported", "Rebuild the cache entry even when a complete one exists.", kind="flag", default=False),
+    Option(
+        "force",
+        "supported",
+        "Rebuild the cache entry even when a complete one exists.",
+        kind="flag",
+        default=False,
+    ),
 ]
 
 _OURS = [
-    Option("cache-dir", "supported", "The cache volume: hf/ (HF_HOME) and compiled/ live here.", ours=True, default="/cache"),
-    Option("allow-patterns", "supported", "Extra files (globs) of the model repo to download.", kind="list", ours=True),
-    Option("ignore-patterns", "supported", "Files (globs) of the model repo never to download.", kind="list", ours=True),
-    Option("compile", "supported", "Compile after downloading (--no-compile only downloads).", kind="flag", default=True, ours=True),
-    Option("batch-sizes", "supported", "Batch sizes to pre-compile (default: 1).", kind="list", value_type=int, ours=True),
-    Option("sequence-lengths", "supported", "Sequence lengths to run while warming.", kind="list", value_type=int, ours=True),
+    Option(
+        "cache-dir",
+        "supported",
+        "The cache volume: hf/ (HF_HOME) and compiled/ live here.",
+        ours=True,
+        default="/cache",
+    ),
+    Option(
+        "allow-patterns",
+        "supported",
+        "Extra files (globs) of the model repo to download.",
+        kind="list",
+        ours=True,
+    ),
+    Option(
+        "ignore-patterns",
+        "supported",
+        "Files (globs) of the model repo never to download.",
+        kind="list",
+        ours=True,
+    ),
+    Option(
+        "compile",
+        "supported",
+        "Compile after downloading (--no-compile only downloads).",
+        kind="flag",
+        default=True,
+        ours=True,
+    ),
+    Option(
+        "batch-sizes",
+        "supported",
+        "Batch sizes to pre-compile (default: 1).",
+        kind="list",
+        value_type=int,
+        ours=True,
+    ),
+    Option(
+        "sequence-lengths",
+        "supported",
+        "Sequence lengths to run while warming.",
+        kind="list",
+        value_type=int,
+        ours=True,
+    ),
     Option(
         "compile-mode",
         "supported",
@@ -104,11 +212,37 @@ _OURS = [
         default="default",
         ours=True,
     ),
-    Option("aot-inductor", "supported", "Also build an AOTInductor package.", kind="flag", default=False, ours=True),
-    Option("inductor-option", "supported", "KEY=VALUE Inductor option (JSON value); repeatable.", kind="list", ours=True),
+    Option(
+        "aot-inductor",
+        "supported",
+        "Also build an AOTInductor package.",
+        kind="flag",
+        default=False,
+        ours=True,
+    ),
+    Option(
+        "inductor-option",
+        "supported",
+        "KEY=VALUE Inductor option (JSON value); repeatable.",
+        kind="list",
+        ours=True,
+    ),
     Option("token-file", "supported", "File holding the Hugging Face token (else HF_TOKEN).", ours=True),
-    Option("termination-log", "supported", "Where the JSON summary is also written.", ours=True, default="/dev/termination-log"),
-    Option("lock-timeout", "supported", "Seconds to wait for another worker building the same entry.", value_type=float, default=3600.0, ours=True),
+    Option(
+        "termination-log",
+        "supported",
+        "Where the JSON summary is also written.",
+        ours=True,
+        default="/dev/termination-log",
+    ),
+    Option(
+        "lock-timeout",
+        "supported",
+        "Seconds to wait for another worker building the same entry.",
+        value_type=float,
+        default=3600.0,
+        ours=True,
+    ),
 ]
 
 _SERVER_ONLY_VALUES = [
@@ -170,7 +304,12 @@ _REJECTED = [
         "RoPE type for GGUF weights.",
         why="Only matters for GGUF weights; modelwarmup loads safetensors only.",
     ),
-    Option("draft-rope-type", "rejected", "RoPE type of GGUF draft weights.", why="GGUF weights are not supported."),
+    Option(
+        "draft-rope-type",
+        "rejected",
+        "RoPE type of GGUF draft weights.",
+        why="GGUF weights are not supported.",
+    ),
 ]
 
 RECORD_WHY = "Concerns a running server only: recorded in the manifest for it, not part of the cache key."
@@ -225,7 +364,13 @@ def render_cli_docs() -> str:
         lines.append(f"| {flags} | {status} | {option.help} | {note} |")
     lines.append("")
     lines.append("Exit codes: 0 success; 2 bad command line; 10 permanent failure (bad option value, missing")
-    lines.append("repository or revision, gated repository, bad token, compiled output differs from eager); 11")
-    lines.append("transient failure (network, hub 5xx, checksum mismatch, entry locked by another worker).")
+    lines.append(
+        "repository or revision, gated repository, bad token, compiled output differs from eager); 11"
+    )
+    lines.append("transient failure (network, hub 5xx, checksum mismatch, entry locked by another worker); 1")
+    lines.append(
+        "anything unexpected (reason `Failed`, retried like a transient failure). Exits 0, 1, 10 and 11"
+    )
+    lines.append("write the JSON summary to stdout and to `--termination-log`.")
     lines.append("")
     return "\n".join(lines)

@@ -49,7 +49,11 @@ def write_summary(summary: dict[str, Any], termination_log: Path | None) -> None
     if termination_log is None:
         return
     if len(text.encode()) > TERMINATION_MESSAGE_LIMIT:
-        keep = {k: summary[k] for k in ("ok", "reason", "message", "cache_key", "model_key", "platform_key") if k in summary}
+        keep = {
+            k: summary[k]
+            for k in ("ok", "reason", "message", "cache_key", "model_key", "platform_key")
+            if k in summary
+        }
         text = json.dumps(keep, sort_keys=True, default=str)[:TERMINATION_MESSAGE_LIMIT]
     try:
         termination_log.parent.mkdir(parents=True, exist_ok=True)

@@ -75,7 +75,9 @@ def _config_values(path: str, section: str | None) -> dict[str, Any]:
         raise InvalidOptionError(f"--config-file {path}: cannot read it: {error}") from None
     if section is not None:
         if section not in data:
-            raise InvalidOptionError(f"--section-name {section!r} is not in {path}; it has: {', '.join(map(str, data)) or 'nothing'}")
+            raise InvalidOptionError(
+                f"--section-name {section!r} is not in {path}; it has: {', '.join(map(str, data)) or 'nothing'}"
+            )
         data = data[section]
     if not isinstance(data, dict):
         raise InvalidOptionError(f"--config-file {path}: expected a mapping of option names to values")
@@ -94,7 +96,9 @@ def _config_values(path: str, section: str | None) -> dict[str, Any]:
 def merged_values(args: argparse.Namespace) -> dict[str, Any]:
     """Command line over config file over defaults, keyed by option dest."""
     given = {k: v for k, v in vars(args).items() if v is not None}
-    from_file = _config_values(given["config_file"], given.get("section_name")) if "config_file" in given else {}
+    from_file = (
+        _config_values(given["config_file"], given.get("section_name")) if "config_file" in given else {}
+    )
     values = {o.dest: o.default for o in options.OPTIONS}
     values.update(from_file)
     values.update(given)
@@ -175,7 +179,9 @@ def build_request(args: argparse.Namespace) -> WarmCacheRequest:
     mode = values["compile_mode"]
     mode_choices = next(o.choices for o in options.OPTIONS if o.dest == "compile_mode")
     if mode not in mode_choices:
-        raise InvalidOptionError(f"--compile-mode {mode!r} is not supported; supported: {', '.join(mode_choices)}")
+        raise InvalidOptionError(
+            f"--compile-mode {mode!r} is not supported; supported: {', '.join(mode_choices)}"
+        )
     devices = values.get("devices")
     if devices is not None and not re.fullmatch(r"cpu|gpu(:[0-9]+(,[0-9]+)*)?", str(devices)):
         raise InvalidOptionError(f"--devices {devices!r}: use cpu, gpu or gpu:0,1")
@@ -186,15 +192,23 @@ def build_request(args: argparse.Namespace) -> WarmCacheRequest:
     batch_sizes = tuple(values.get("batch_sizes") or [1])
     lengths = tuple(values.get("sequence_lengths") or [])
     if any(b < 1 or b > max_batch for b in batch_sizes):
-        raise InvalidOptionError(f"--batch-sizes {list(batch_sizes)}: each must be between 1 and --max-batch-size ({max_batch})")
+        raise InvalidOptionError(
+            f"--batch-sizes {list(batch_sizes)}: each must be between 1 and --max-batch-size ({max_batch})"
+        )
     if any(n < 1 or n > max_length for n in lengths):
-        raise InvalidOptionError(f"--sequence-lengths {list(lengths)}: each must be between 1 and --max-length ({max_length})")
+        raise InvalidOptionError(
+            f"--sequence-lengths {list(lengths)}: each must be between 1 and --max-length ({max_length})"
+        )
 
-    model_revision = _check_revision("huggingface-model-revision", values["huggingface_model_revision"]) or "main"
+    model_revision = (
+        _check_revision("huggingface-model-revision", values["huggingface_model_revision"]) or "main"
+    )
     model = RepoRequest(
         repo=_check_repo("model-path", values["model_path"]),
         revision=model_revision,
-        weight_revision=_check_revision("huggingface-weight-revision", values.get("huggingface_weight_revision")),
+        weight_revision=_check_revision(
+            "huggingface-weight-revision", values.get("huggingface_weight_revision")
+        ),
         weight_paths=tuple(values.get("weight_path") or ()),
         force_download=bool(values["force_download"]),
         trust_remote_code=bool(values["trust_remote_code"]),
@@ -205,8 +219,13 @@ def build_request(args: argparse.Namespace) -> WarmCacheRequest:
     if values.get("draft_model_path"):
         draft = RepoRequest(
             repo=_check_repo("draft-model-path", values["draft_model_path"]),
-            revision=_check_revision("draft-huggingface-model-revision", values["draft_huggingface_model_revision"]) or "main",
-            weight_revision=_check_revision("draft-huggingface-weight-revision", values.get("draft_huggingface_weight_revision")),
+            revision=_check_revision(
+                "draft-huggingface-model-revision", values["draft_huggingface_model_revision"]
+            )
+            or "main",
+            weight_revision=_check_revision(
+                "draft-huggingface-weight-revision", values.get("draft_huggingface_weight_revision")
+            ),
             weight_paths=tuple(values.get("draft_weight_path") or ()),
             force_download=bool(values["draft_force_download"]),
             trust_remote_code=bool(values["draft_trust_remote_code"]),

@@ -14,6 +14,7 @@ otherwise be cached under the right name and reused silently.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import fcntl
 import hashlib
@@ -22,9 +23,12 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelwarmup.worker import hub_errors
+
+if TYPE_CHECKING:
+    from hashlib import _Hash
 
 CHUNK = 1 << 20
 
@@ -53,7 +57,8 @@ def _blob_lock(blob: Path) -> Iterator[None]:
 def _adopt_orphans(blob: Path, partial: Path) -> None:
     """Keep the longest partial download left behind; delete the others."""
     orphans = sorted(
-        (p for p in blob.parent.glob(f"{blob.name}.*.incomplete") if p != partial), key=lambda p: p.stat().st_size
+        (p for p in blob.parent.glob(f"{blob.name}.*.incomplete") if p != partial),
+        key=lambda p: p.stat().st_size,
     )
     if orphans and (not partial.exists() or orphans[-1].stat().st_size > partial.stat().st_size):
         os.replace(orphans.pop(), partial)
@@ -61,12 +66,14 @@ def _adopt_orphans(blob: Path, partial: Path) -> None:
         orphan.unlink(missing_ok=True)
 
 
-def _sha256(path: Path) -> str:
+def _sha256_of(path: Path) -> _Hash:
+    """A running sha256 over a file's current bytes (the partial download to continue)."""
     sha = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(CHUNK), b""):
-            sha.update(chunk)
-    return sha.hexdigest()
+    if path.exists():
+        with path.open("rb") as stream:
+            for chunk in iter(lambda: stream.read(CHUNK), b""):
+                sha.update(chunk)
+    return sha
 
 
 def fetch_blob(
@@ -97,47 +104,85 @@ def fetch_blob(
             partial.unlink()
             resumed_from = 0
         fetched = 0
+        sha = _sha256_of(partial)  # the bytes already there; the transfer adds the rest as it writes
         if size is None or resumed_from < size:
-            fetched = _get(url, headers, partial, resumed_from, size, progress=progress, label=label)
-        actual = _sha256(partial)
+            fetched, sha, resumed_from = _get(
+                url, headers, partial, resumed_from, size, sha, progress=progress, label=label
+            )
+        actual = sha.hexdigest()
         if size is not None and partial.stat().st_size != size:
             partial.unlink(missing_ok=True)
-            raise hub_errors.ChecksumMismatch(f"{label}: got {fetched + resumed_from} bytes, the hub says {size}; removed")
+            raise hub_errors.ChecksumMismatch(
+                f"{label}: got {fetched + resumed_from} bytes, the hub says {size}; removed"
+            )
         if actual != sha256:
             partial.unlink(missing_ok=True)
-            raise hub_errors.ChecksumMismatch(f"{label}: sha256 {actual[:12]}… differs from the hub's {sha256[:12]}…; removed")
+            raise hub_errors.ChecksumMismatch(
+                f"{label}: sha256 {actual[:12]}… differs from the hub's {sha256[:12]}…; removed"
+            )
         with partial.open("rb") as stream:
             os.fsync(stream.fileno())
         os.replace(partial, blob)
         return FetchResult(fetched=fetched, resumed_from=resumed_from)
 
 
-def _get(url: str, headers: dict[str, str], partial: Path, offset: int, size: int | None, *, progress: bool, label: str) -> int:
-    from huggingface_hub.utils import get_session, hf_raise_for_status
+def _get(
+    url: str,
+    headers: dict[str, str],
+    partial: Path,
+    offset: int,
+    size: int | None,
+    sha: _Hash,
+    *,
+    progress: bool,
+    label: str,
+) -> tuple[int, _Hash, int]:
+    """GET the bytes from ``offset`` on into ``partial``: (bytes written, running sha256, offset kept).
+
+    The digest is updated as the bytes are written, so the file is not read a second time. A server
+    that ignores the Range header answers 200: the partial bytes are dropped and the offset is 0.
+    """
+    from huggingface_hub import get_session, hf_raise_for_status
 
     request_headers = {**headers, "Accept-Encoding": "identity"}
     if offset:
         request_headers["Range"] = f"bytes={offset}-"
     written = 0
-    with get_session().stream("GET", url, headers=request_headers, follow_redirects=True, timeout=60) as response:
+    with get_session().stream(
+        "GET", url, headers=request_headers, follow_redirects=True, timeout=60
+    ) as response:
         hf_raise_for_status(response)
-        resumed = response.status_code == 206 and response.headers.get("Content-Range", "").startswith(f"bytes {offset}-")
+        resumed = response.status_code == 206 and response.headers.get("Content-Range", "").startswith(
+            f"bytes {offset}-"
+        )
         mode = "ab" if offset and resumed else "wb"  # 200: the server ignored Range; start over
         start = offset if mode == "ab" else 0
+        if mode == "wb":
+            sha = hashlib.sha256()
         bar = _progress_bar(label, size, start) if progress else None
-        with partial.open(mode) as stream:
+        # Hash each chunk on a helper thread while the next one is written and received (hashlib
+        # and file writes release the GIL): verifying costs no extra time and no second read.
+        with partial.open(mode) as stream, concurrent.futures.ThreadPoolExecutor(1, "sha256") as hasher:
+            hashed: concurrent.futures.Future[None] | None = None
             for chunk in response.iter_bytes(CHUNK):
+                if hashed is not None:
+                    hashed.result()
+                hashed = hasher.submit(sha.update, chunk)
                 stream.write(chunk)
                 written += len(chunk)
                 if bar is not None:
                     bar.update(len(chunk))
+            if hashed is not None:
+                hashed.result()
             stream.flush()
         if bar is not None:
             bar.close()
-    return written
+    return written, sha, start
 
 
 def _progress_bar(label: str, total: int | None, initial: int) -> Any:
-    from tqdm.auto import tqdm
+    from huggingface_hub.utils.tqdm import tqdm  # honours HF_HUB_DISABLE_PROGRESS_BARS
 
-    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, desc=label, file=sys.stderr, leave=False)
+    return tqdm(
+        total=total, initial=initial, unit="B", unit_scale=True, desc=label, file=sys.stderr, leave=False
+    )  # type: ignore[no-untyped-call]

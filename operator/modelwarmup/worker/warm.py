@@ -18,8 +18,9 @@ from typing import Any
 from modelwarmup import __version__
 from modelwarmup.cache import keys, layout
 from modelwarmup.cache.layout import CacheLayout
+from modelwarmup.compilation.settings import CompileSettings
 from modelwarmup.worker import devices, download, model_checks, report
-from modelwarmup.worker.request import WarmCacheRequest, with_device
+from modelwarmup.worker.request import InvalidOptionError, WarmCacheRequest, with_device
 
 MANIFEST_VERSION = 1
 DOWNLOAD_ONLY_PLATFORM = "portable"
@@ -28,7 +29,12 @@ DOWNLOAD_ONLY_PLATFORM = "portable"
 def read_token(token_file: Path | None, environ: Mapping[str, str]) -> str | None:
     """The hub token from a file or HF_TOKEN; held in memory only, never logged or stored."""
     if token_file is not None:
-        return token_file.read_text(encoding="utf-8").strip() or None
+        try:
+            return token_file.read_text(encoding="utf-8").strip() or None
+        except OSError as error:
+            raise InvalidOptionError(
+                f"--token-file {token_file}: cannot read it ({error.strerror})"
+            ) from None
     return environ.get("HF_TOKEN") or None
 
 
@@ -38,7 +44,15 @@ def request_ref(request: WarmCacheRequest, platform_key: str) -> str:
         {
             "request": request.model_dump(
                 mode="json",
-                include={"model", "draft", "loras", "compile", "allow_dtype_cast", "custom_architectures", "chat_template"},
+                include={
+                    "model",
+                    "draft",
+                    "loras",
+                    "compile",
+                    "allow_dtype_cast",
+                    "custom_architectures",
+                    "chat_template",
+                },
             ),
             "platform": platform_key,
         },
@@ -75,6 +89,22 @@ def _hit(cache: CacheLayout, manifest: dict[str, Any], started: float, how: str)
     }
 
 
+def compute_model_key(
+    request: WarmCacheRequest, repos: list[download.ResolvedRepo], settings: CompileSettings | None
+) -> str:
+    """The model key: resolved commits and file digests of every repo, and every compile setting."""
+    return keys.model_key(
+        repo=request.model.repo,
+        inputs={
+            "repos": [r.key_inputs() for r in repos],
+            "compile": settings.cache_fields() if settings is not None else None,
+            "allow_dtype_cast": request.allow_dtype_cast,
+            "custom_architectures": list(request.custom_architectures),
+            "chat_template": keys.digest(request.chat_template) if request.chat_template else None,
+        },
+    )
+
+
 def warm_cache(request: WarmCacheRequest, environ: Mapping[str, str]) -> dict[str, Any]:
     """Run the warm-up; returns the summary. Raises modelwarmup errors on failure."""
     started = time.monotonic()
@@ -99,16 +129,7 @@ def warm_cache(request: WarmCacheRequest, environ: Mapping[str, str]) -> dict[st
         repos += [download.resolve(lora, hub) for lora in request.loras]
         fields["commit"] = repos[0].commit
     settings = with_device(request.compile, device) if request.compile is not None else None
-    model_key = keys.model_key(
-        repo=request.model.repo,
-        inputs={
-            "repos": [r.key_inputs() for r in repos],
-            "compile": settings.cache_fields() if settings is not None else None,
-            "allow_dtype_cast": request.allow_dtype_cast,
-            "custom_architectures": list(request.custom_architectures),
-            "chat_template": keys.digest(request.chat_template) if request.chat_template else None,
-        },
-    )
+    model_key = compute_model_key(request, repos, settings)
     cache_key = f"{model_key}/{platform_key}"
     entry = cache.entry(model_key, platform_key)
 
@@ -124,7 +145,12 @@ def warm_cache(request: WarmCacheRequest, environ: Mapping[str, str]) -> dict[st
         for resolved in repos:
             with report.timed("download", repo=resolved.request.repo, role=resolved.request.role) as fields:
                 result = download.download(resolved, hub, progress=progress)
-                fields.update(files=result.files, bytes=result.bytes, fetched=result.fetched_bytes, resumed_from=result.resumed_bytes)
+                fields.update(
+                    files=result.files,
+                    bytes=result.bytes,
+                    fetched=result.fetched_bytes,
+                    resumed_from=result.resumed_bytes,
+                )
             download_seconds += result.seconds
             stats.append(result)
         with layout.staging_dir(cache, model_key, platform_key) as staging:
@@ -179,11 +205,15 @@ def _compile(
 
     source = download.snapshot_dir(hub, model.request.repo, model.commit)
     if model.weight_commit != model.commit:
-        source = _merged_source(staging, source, download.snapshot_dir(hub, model.request.repo, model.weight_commit), model)
+        source = _merged_source(
+            staging, source, download.snapshot_dir(hub, model.request.repo, model.weight_commit), model
+        )
     weights = [source / w.path for w in model.weights]
     model_checks.check_weight_dtype(weights, settings.dtype, request.allow_dtype_cast)
     registered = model_checks.register_custom_architectures(request.custom_architectures)
-    with report.timed("compile", device=settings.device, dtype=settings.dtype, regional=settings.regional) as fields:
+    with report.timed(
+        "compile", device=settings.device, dtype=settings.dtype, regional=settings.regional
+    ) as fields:
         result = compiler.compile_model(source, settings, staging)
         fields.update(compile_seconds=result.compile_seconds)
     data: dict[str, Any] = result.model_dump(mode="json")

@@ -1,0 +1,311 @@
+"""How much faster does a serving process start from a modelwarmup cache? And how fast is the download?
+
+One run, all against a LocalHub on 127.0.0.1 and a tiny random Llama (hidden 256, 4 layers):
+
+1. ``modelwarmup warm-cache --aot-inductor`` fills a cache (timed, not part of the comparison).
+2. Four fresh serving processes load the model from that cache's ``HF_HOME`` offline and produce
+   one output for a prompt length that was never compiled:
+
+   * ``eager``: no compilation;
+   * ``cold``: ``compile_for_serving`` with an empty Inductor cache (a pod that was never warmed);
+   * ``warm``: ``runtime.activate`` of the entry, then the same ``compile_for_serving``;
+   * ``aoti``: ``runtime.load_aoti`` of the entry's AOTInductor package (no transformers, no compiler).
+
+   Time to first output runs from starting the process to the output being ready; the compile part
+   is the first compiled call (cold), activation plus first call (warm) or package load plus first
+   call (aoti). All four outputs must agree.
+3. Download throughput of a ~150 MB model: the worker's download phase against plain
+   ``huggingface_hub.snapshot_download`` of the same files from the same server (fresh caches,
+   fresh processes, median of five after one untimed warm-up).
+
+The last line is ``warm_vs_cold=<x> warm_vs_eager=<y> aoti_vs_eager=<z>``: ratios of time to first
+output (first / second; below 1 means faster). Run ``python -m benchmarks.warm_start`` from the
+repository root; it takes two to three minutes on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+REPO = "bench/llama"
+BIG_REPO = "bench/llama-150mb"
+PROMPT_LENGTH = 40  # the worker compiles lengths 16 and 64: 40 is new to every serving process
+MODES = ("eager", "cold", "warm", "aoti")
+MB = 1e6
+ROUNDS = 5
+
+
+def _env(extra: dict[str, str]) -> dict[str, str]:
+    dropped = ("HF_", "TORCHINDUCTOR_", "TRITON_", "MODELWARMUP_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(ROOT / "operator"), str(ROOT)]),
+        HF_HUB_DISABLE_TELEMETRY="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
+    env.update(extra)
+    return env
+
+
+def _json_line(text: str) -> dict[str, Any]:
+    parsed: dict[str, Any] = json.loads([line for line in text.splitlines() if line.startswith("{")][-1])
+    return parsed
+
+
+def _check(done: subprocess.CompletedProcess[str], what: str) -> None:
+    if done.returncode != 0:
+        raise SystemExit(
+            f"{what} failed (exit {done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+        )
+
+
+# ---- the serving process ------------------------------------------------------------------------
+
+
+def child(mode: str, entry: Path, workdir: Path) -> None:
+    """One serving process: load, (compile,) produce one output, print one JSON line."""
+    from modelwarmup.runtime import loader
+
+    if mode != "eager":
+        loader.pin_environment()  # what modelwarmup's runtime does before torch is imported
+    import torch
+
+    from modelwarmup.compilation.settings import CompileSettings
+
+    settings = CompileSettings.model_validate(json.loads((entry / "manifest.json").read_text())["compile"])
+    ids = torch.randint(0, 250, (1, PROMPT_LENGTH), generator=torch.Generator().manual_seed(7))
+    compile_s = 0.0
+    if mode == "aoti":
+        started = time.perf_counter()
+        runner = loader.load_aoti(entry)
+        assert runner is not None, "the entry has no AOTInductor package"
+        with torch.no_grad():
+            logits = runner(ids)
+        compile_s = time.perf_counter() - started
+        stats = None
+    else:
+        from transformers import AutoModelForCausalLM
+
+        if mode == "warm":
+            started = time.perf_counter()
+            loader.activate(entry, private_dir=workdir / "inductor")
+            compile_s += time.perf_counter() - started
+        elif mode == "cold":
+            loader.configure_inductor(workdir / "inductor")  # empty: compiles from scratch
+        model = AutoModelForCausalLM.from_pretrained(REPO, dtype=getattr(torch, settings.dtype)).eval()
+        if mode != "eager":
+            model = loader.compile_for_serving(model, settings)
+        started = time.perf_counter()
+        with torch.no_grad():
+            logits = model(input_ids=ids, use_cache=False).logits
+        first_call = time.perf_counter() - started
+        compile_s += first_call if mode != "eager" else 0.0
+        stats = loader.cache_stats() if mode != "eager" else None
+    last = logits[0, -1].float()
+    print(
+        json.dumps(
+            {
+                "first_output_at": time.time(),
+                "compile_s": round(compile_s, 3),
+                "next_token": int(last.argmax()),
+                "last_logits": [round(float(x), 4) for x in last[:8]],
+                "stats": stats,
+            }
+        ),
+        flush=True,
+    )
+
+
+def serve(mode: str, cache: Path, entry: Path, scratch: Path) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix=f"{mode}-", dir=scratch))
+    env = _env(
+        {
+            "HF_HOME": str(cache / "hf"),
+            "HF_HUB_OFFLINE": "1",
+            "TORCHINDUCTOR_CACHE_DIR": str(workdir / "inductor"),  # a fresh pod's empty default
+            "TMPDIR": str(workdir),
+        }
+    )
+    argv = [
+        sys.executable,
+        "-m",
+        "benchmarks.warm_start",
+        "--child",
+        mode,
+        "--entry",
+        str(entry),
+        "--workdir",
+        str(workdir),
+    ]
+    started = time.time()
+    done = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    _check(done, f"the {mode} serving process")
+    result = _json_line(done.stdout)
+    result["ttfo_s"] = round(result["first_output_at"] - started, 3)
+    return result
+
+
+# ---- the parts ------------------------------------------------------------------------------------
+
+
+def warm_cache(endpoint: str, cache: Path, repo: str, *args: str) -> dict[str, Any]:
+    argv = [
+        sys.executable,
+        "-m",
+        "modelwarmup.cli",
+        "warm-cache",
+        "--model-path",
+        repo,
+        "--cache-dir",
+        str(cache),
+    ]
+    argv += ["--termination-log", str(cache.parent / f"{cache.name}.log"), *args]
+    done = subprocess.run(
+        argv, env=_env({"HF_ENDPOINT": endpoint}), capture_output=True, text=True, timeout=900, check=False
+    )
+    _check(done, "warm-cache")
+    summary = _json_line(done.stdout)
+    summary["phases"] = [json.loads(line) for line in done.stderr.splitlines() if line.startswith('{"')]
+    return summary
+
+
+SNAPSHOT = """
+import json, sys, time
+from huggingface_hub import snapshot_download
+started = time.perf_counter()
+path = snapshot_download(sys.argv[1], cache_dir=sys.argv[2], endpoint=sys.argv[3], token=False, allow_patterns=json.loads(sys.argv[4]))
+print(json.dumps({"seconds": time.perf_counter() - started}))
+"""
+
+
+def download_throughput(endpoint: str, scratch: Path, files: list[str], size: int) -> tuple[float, float]:
+    """Median MB/s of the worker's download phase and of plain snapshot_download, ROUNDS runs each.
+
+    One untimed download first (the server's files into the page cache), then the two alternate,
+    each into a fresh cache that is deleted afterwards.
+    """
+
+    def ours(cache: Path) -> float:
+        summary = warm_cache(endpoint, cache, BIG_REPO, "--no-compile")
+        phase = next(p for p in summary["phases"] if p.get("phase") == "download")
+        return float(phase["bytes"] / MB / phase["seconds"])
+
+    def plain(cache: Path) -> float:
+        argv = [sys.executable, "-c", SNAPSHOT, BIG_REPO, str(cache), endpoint, json.dumps(files)]
+        done = subprocess.run(
+            argv,
+            env=_env({"HF_HUB_DISABLE_XET": "1"}),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        _check(done, "snapshot_download")
+        return float(size / MB / _json_line(done.stdout)["seconds"])
+
+    plain(scratch / "dl-warmup")
+    shutil.rmtree(scratch / "dl-warmup")
+    measured: dict[str, list[float]] = {"ours": [], "plain": []}
+    for attempt in range(ROUNDS):
+        order = [("ours", ours), ("plain", plain)]
+        for name, measure in order if attempt % 2 == 0 else reversed(order):
+            cache = scratch / f"dl-{name}-{attempt}"
+            measured[name].append(measure(cache))
+            shutil.rmtree(cache)
+    return statistics.median(measured["ours"]), statistics.median(measured["plain"])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
+    parser.add_argument("--entry", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it")
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.entry, args.workdir)
+        return 0
+
+    from modelwarmup.devkit.hub import LocalHub
+    from modelwarmup.devkit.tiny_model import make_tiny_llama
+
+    with tempfile.TemporaryDirectory(prefix="modelwarmup-bench-") as tmp:
+        scratch = args.keep or Path(tmp)
+        scratch.mkdir(parents=True, exist_ok=True)
+        model = make_tiny_llama(scratch / "model", hidden_size=256, num_layers=4, seed=11)
+        big = make_tiny_llama(scratch / "big", hidden_size=1024, num_layers=4, seed=12)
+        with LocalHub() as hub:
+            hub.add_repo(REPO, model)
+            hub.add_repo(BIG_REPO, big)
+            print(
+                f"machine: {os.cpu_count()} CPUs, torch threads default; python {sys.version.split()[0]}",
+                flush=True,
+            )
+
+            cache = scratch / "cache"
+            started = time.perf_counter()
+            summary = warm_cache(
+                hub.endpoint,
+                cache,
+                REPO,
+                "--quantization-encoding",
+                "float32",
+                "--devices",
+                "cpu",
+                "--aot-inductor",
+            )
+            report = json.loads((cache / "compiled" / summary["cache_key"] / "manifest.json").read_text())[
+                "compile_report"
+            ]
+            print(
+                f"worker: {time.perf_counter() - started:.1f} s in all (compile {report['compile_seconds']:.1f} s, "
+                f"AOTInductor package {report['aoti_seconds']:.1f} s), entry {summary['cache_key']}",
+                flush=True,
+            )
+            entry = cache / "compiled" / summary["cache_key"]
+            results = {mode: serve(mode, cache, entry, scratch) for mode in MODES}
+            for mode, result in results.items():
+                stats = result["stats"] or {}
+                hits = (
+                    f" fxgraph hit/miss {stats['fxgraph_cache_hit']}/{stats['fxgraph_cache_miss']}"
+                    if stats
+                    else ""
+                )
+                print(
+                    f"{mode:>5}: time to first output {result['ttfo_s']:6.2f} s, compile part {result['compile_s']:6.2f} s{hits}"
+                )
+            tokens = {r["next_token"] for r in results.values()}
+            if len(tokens) != 1:
+                raise SystemExit(f"the serving paths disagree on the next token: {results}")
+
+            files = [f for f in os.listdir(big) if f.endswith((".json", ".safetensors", ".jinja"))]
+            size = sum((big / f).stat().st_size for f in files)
+            ours, plain = download_throughput(hub.endpoint, scratch, files, size)
+            print(
+                f"download ({size / MB:.1f} MB): worker {ours:.0f} MB/s, snapshot_download {plain:.0f} MB/s, ratio {ours / plain:.2f}"
+            )
+
+        ttfo = {mode: result["ttfo_s"] for mode, result in results.items()}
+        compile_speedup = results["cold"]["compile_s"] / max(results["warm"]["compile_s"], 1e-3)
+        print(f"compile part: cold / warm = {compile_speedup:.1f}x")
+        print(
+            f"warm_vs_cold={ttfo['warm'] / ttfo['cold']:.2f} "
+            f"warm_vs_eager={ttfo['warm'] / ttfo['eager']:.2f} "
+            f"aoti_vs_eager={ttfo['aoti'] / ttfo['eager']:.2f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,313 @@
+"""Downloads: what lands in the HF cache, tokens, hub errors and their exit codes, checksums, resume.
+
+These runs pass --no-compile: the download path is the same with or without compilation, and
+skipping it keeps each run at about a second.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from modelwarmup.devkit.hub import LocalHub
+
+from . import runner
+from .conftest import BIG, DRAFT, GATED, LORA, TINY, TOKEN, UNWANTED, MiB, Warmed, repo_dir, sha256
+
+SERVING = {
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+}
+LOAD_OFFLINE = """
+import json, sys
+from transformers import AutoModelForCausalLM, AutoTokenizer
+model = AutoModelForCausalLM.from_pretrained(sys.argv[1])
+tokenizer = AutoTokenizer.from_pretrained(sys.argv[1])
+ids = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True, return_tensors="pt")
+ids = ids["input_ids"] if not hasattr(ids, "shape") else ids
+print(json.dumps({"vocab": model(input_ids=ids).logits.shape[-1], "tokens": int(ids.shape[-1])}))
+"""
+
+
+def _snapshot(cache: Path, repo: str, commit: str) -> Path:
+    return repo_dir(cache, repo) / "snapshots" / commit
+
+
+def _blobs_ok(cache: Path, repo: str) -> None:
+    """No partial file, and every sha256-named (LFS) blob has exactly that content."""
+    blobs = repo_dir(cache, repo) / "blobs"
+    assert not list(blobs.glob("*.incomplete")), sorted(p.name for p in blobs.iterdir())
+    for blob in blobs.iterdir():
+        if len(blob.name) == 64:
+            assert sha256(blob) == blob.name, blob
+
+
+def test_only_what_serving_needs_lands_in_the_standard_hf_layout(hub: LocalHub, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    run = runner.warm_cache(hub.endpoint, cache, "--model-path", TINY, "--no-compile")
+    assert run.returncode == 0, run
+    commit = hub.repo(TINY).branches["main"]
+    assert run.summary["commit"] == commit and run.summary["platform_key"] == "portable"
+    snapshot = _snapshot(cache, TINY, commit)
+    assert {str(p.relative_to(snapshot)) for p in snapshot.rglob("*") if not p.is_dir()} == SERVING
+    assert (repo_dir(cache, TINY) / "refs" / "main").read_text() == commit
+    asked = {
+        r.path.rsplit(f"{commit}/", 1)[-1] for r in hub.requests if "/resolve/" in r.path or r.host == "cdn"
+    }
+    assert not asked & set(UNWANTED), asked
+    _blobs_ok(cache, TINY)
+    assert [p["phase"] for p in run.phase_lines()] == ["resolve", "download", "published"]
+
+    # Any HF-based server finds it with HF_HOME and no network.
+    env = runner.clean_env(
+        {"HF_HOME": str(cache / "hf"), "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}
+    )
+    hub.clear_log()
+    loaded = subprocess.run(
+        [sys.executable, "-c", LOAD_OFFLINE, TINY], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    result = json.loads(loaded.stdout.strip().splitlines()[-1])
+    assert result["vocab"] > 256 and result["tokens"] > 3
+    assert hub.request_count == 0
+
+
+def test_draft_model_and_lora_adapter_in_the_same_run(hub: LocalHub, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    run = runner.warm_cache(
+        hub.endpoint,
+        cache,
+        "--model-path",
+        TINY,
+        "--draft-model-path",
+        DRAFT,
+        "--lora-paths",
+        f"{LORA}@main",
+        "--no-compile",
+    )
+    assert run.returncode == 0, run
+    manifest = Warmed(cache, run, ()).manifest
+    assert [(r["role"], r["repo"]) for r in manifest["repos"]] == [
+        ("model", TINY),
+        ("draft", DRAFT),
+        ("lora", LORA),
+    ]
+    for repo, wanted in [(DRAFT, SERVING), (LORA, {"adapter_config.json", "adapter_model.safetensors"})]:
+        commit = hub.repo(repo).branches["main"]
+        snapshot = _snapshot(cache, repo, commit)
+        assert {p.name for p in snapshot.iterdir()} == wanted, repo
+        _blobs_ok(cache, repo)
+    downloads = [p for p in run.phase_lines() if p["phase"] == "download"]
+    assert [(p["repo"], p["role"]) for p in downloads] == [(TINY, "model"), (DRAFT, "draft"), (LORA, "lora")]
+
+
+@pytest.mark.parametrize("source", ["HF_TOKEN", "--token-file"])
+def test_gated_repo_with_a_token_that_never_leaks(hub: LocalHub, tmp_path: Path, source: str) -> None:
+    cache = tmp_path / "cache"
+    args: list[str | Path] = ["--model-path", GATED, "--no-compile"]
+    env = {}
+    if source == "HF_TOKEN":
+        env["HF_TOKEN"] = TOKEN
+    else:
+        secret = tmp_path / "secret" / "token"
+        secret.parent.mkdir()
+        secret.write_text(TOKEN + "\n")
+        args += ["--token-file", secret]
+    run = runner.warm_cache(hub.endpoint, cache, *args, env=env)
+    assert run.returncode == 0, run
+    assert any(r.authorization and r.host == "hub" for r in hub.requests)
+    _blobs_ok(cache, GATED)
+    assert TOKEN not in run.stdout + run.stderr
+    assert run.termination_log is not None and TOKEN not in run.termination_log.read_text()
+    files = [p for p in cache.rglob("*") if p.is_file() and not p.is_symlink()]
+    assert any(p.name == "manifest.json" for p in files)
+    for path in files:
+        assert TOKEN.encode() not in path.read_bytes(), path
+        assert TOKEN not in str(path)
+
+
+ERRORS = {
+    "missing-repo": (["--model-path", "nobody/nothing"], {}, 10, "RepositoryNotFound"),
+    "missing-revision": (
+        ["--model-path", TINY, "--huggingface-model-revision", "no-such-branch"],
+        {},
+        10,
+        "RevisionNotFound",
+    ),
+    "missing-weight-file": (
+        ["--model-path", TINY, "--weight-path", "nope.safetensors"],
+        {},
+        10,
+        "FileNotFound",
+    ),
+    "gated-without-token": (["--model-path", GATED], {}, 10, "GatedRepository"),
+    "gated-wrong-token": (["--model-path", GATED], {"HF_TOKEN": "hf_notTheRightOne"}, 10, "GatedRepository"),
+    "hub-5xx": (["--model-path", TINY], {"fail": "503"}, 11, "HubUnavailable"),
+    "cdn-5xx": (["--model-path", TINY], {"fail": "500:model.safetensors"}, 11, "HubUnavailable"),
+    "hub-unreachable": (["--model-path", TINY], {"HF_ENDPOINT": "http://127.0.0.1:9"}, 11, "HubUnavailable"),
+    "token-file-missing": (
+        ["--model-path", GATED, "--token-file", "/nonexistent/token"],
+        {},
+        10,
+        "InvalidOption",
+    ),
+}
+
+
+@pytest.mark.parametrize(("args", "env", "code", "reason"), ERRORS.values(), ids=ERRORS.keys())
+def test_hub_errors_map_to_exit_codes(
+    hub: LocalHub, tmp_path: Path, args: list[str], env: dict[str, str], code: int, reason: str
+) -> None:
+    env = dict(env)
+    if "fail" in env:
+        status, _, path = env.pop("fail").partition(":")
+        hub.fail_next(20, status=int(status), path_contains=path or None)  # more than the client retries
+    run = runner.warm_cache(hub.endpoint, tmp_path / "cache", *args, "--no-compile", env=env)
+    assert run.returncode == code, run
+    summary = run.summary
+    assert summary["reason"] == reason and summary["permanent"] is (code == 10), summary
+    assert "\n" not in summary["message"] and len(summary["message"]) < 400
+    assert run.stderr.strip().splitlines()[-1] == f"modelwarmup warm-cache: {reason}: {summary['message']}"
+    assert "Traceback" not in run.stderr
+    assert run.termination_message == summary
+    assert not list((tmp_path / "cache").rglob("manifest.json"))
+
+
+def test_corrupted_lfs_bytes_fail_transiently_and_leave_no_bad_blob(hub: LocalHub, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    hub.corrupt("model.safetensors")
+    run = runner.warm_cache(hub.endpoint, cache, "--model-path", TINY, "--no-compile")
+    assert run.returncode == 11, run
+    assert run.summary["reason"] == "ChecksumMismatch" and "model.safetensors" in run.summary["message"]
+    blobs = repo_dir(cache, TINY) / "blobs"
+    assert not [p for p in blobs.iterdir() if p.stat().st_size > 100_000], "the corrupted weights stayed"
+    _blobs_ok(cache, TINY)
+
+    hub.reset_faults()  # the next attempt (the Job's retry) succeeds
+    again = runner.warm_cache(hub.endpoint, cache, "--model-path", TINY, "--no-compile")
+    assert again.returncode == 0, again
+    _blobs_ok(cache, TINY)
+
+
+def _weights(hub: LocalHub, repo: str) -> tuple[str, int]:
+    f = hub.repo(repo).commits[hub.repo(repo).branches["main"]].files["model.safetensors"]
+    return f.sha256, f.size
+
+
+def _ranges(hub: LocalHub) -> list[str | None]:
+    """The Range header of every GET of the weights that reached the byte server (the CDN)."""
+    return [
+        r.range
+        for r in hub.requests
+        if r.method == "GET" and r.host == "cdn" and r.path.endswith("model.safetensors")
+    ]
+
+
+def _assert_resumed(
+    hub: LocalHub, cache: Path, run: runner.Run, had: int, *, small_files_cached: bool = True
+) -> None:
+    digest, size = _weights(hub, BIG)
+    assert run.returncode == 0, run
+    assert run.summary["resumed_bytes"] == had > 0
+    assert _ranges(hub) == [f"bytes={had}-"]
+    download = next(p for p in run.phase_lines() if p["phase"] == "download")
+    files = hub.repo(BIG).commits[hub.repo(BIG).branches["main"]].files
+    small = sum(f.size for name, f in files.items() if name in SERVING and name != "model.safetensors")
+    fetched_small = 0 if small_files_cached else small
+    assert (
+        download["fetched"] == size - had + fetched_small
+    )  # of the weights, only the rest came over the wire
+    blob = repo_dir(cache, BIG) / "blobs" / digest
+    assert blob.stat().st_size == size and sha256(blob) == digest
+    _blobs_ok(cache, BIG)
+
+
+def test_a_cut_download_resumes_with_a_range_request(hub: LocalHub, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    digest, size = _weights(hub, BIG)
+    assert size > 6 * MiB
+    hub.cut_after("model.safetensors", 3 * MiB + 12345)
+    first = runner.warm_cache(hub.endpoint, cache, "--model-path", BIG, "--no-compile")
+    assert first.returncode == 11 and first.summary["reason"] == "HubUnavailable", first
+    partial = repo_dir(cache, BIG) / "blobs" / f"{digest}.incomplete"
+    had = partial.stat().st_size
+    assert 0 < had < size
+
+    hub.clear_log()
+    _assert_resumed(
+        hub, cache, runner.warm_cache(hub.endpoint, cache, "--model-path", BIG, "--no-compile"), had
+    )
+
+
+def test_a_killed_download_resumes_after_a_restart(hub: LocalHub, tmp_path: Path) -> None:
+    """The pod is killed mid-transfer (SIGKILL, nothing cleaned up); its restart continues."""
+    cache = tmp_path / "cache"
+    digest, _ = _weights(hub, BIG)
+    hub.cut_after("model.safetensors", 4 * MiB + 1, stall=True)
+    worker = runner.start_warm_cache(hub.endpoint, cache, "--model-path", BIG, "--no-compile")
+    partial = repo_dir(cache, BIG) / "blobs" / f"{digest}.incomplete"
+    snapshot = _snapshot(cache, BIG, hub.repo(BIG).branches["main"])
+    deadline = time.monotonic() + 60
+    # Until the weights stall after 4 MiB and the small files (downloaded alongside) are in.
+    while not (partial.exists() and partial.stat().st_size >= 4 * MiB and len(list(snapshot.glob("*"))) == 5):
+        assert worker.poll() is None and time.monotonic() < deadline, runner.finish(worker)
+        time.sleep(0.05)
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait(timeout=30)
+    had = partial.stat().st_size
+
+    hub.clear_log()
+    _assert_resumed(
+        hub, cache, runner.warm_cache(hub.endpoint, cache, "--model-path", BIG, "--no-compile"), had
+    )
+
+
+def test_partial_files_of_a_killed_huggingface_hub_are_adopted_or_removed(
+    hub: LocalHub, big_dir: Path, tmp_path: Path
+) -> None:
+    """huggingface_hub 2.x writes <etag>.<random>.incomplete and never reuses it: we keep the longest."""
+    cache = tmp_path / "cache"
+    digest, _ = _weights(hub, BIG)
+    blobs = repo_dir(cache, BIG) / "blobs"
+    blobs.mkdir(parents=True)
+    content = (big_dir / "model.safetensors").read_bytes()
+    orphans = {
+        blobs / f"{digest}.{tag}.incomplete": n for tag, n in [("1a2b3c4d", MiB), ("5e6f7a8b", 5 * MiB // 2)]
+    }
+    for path, n in orphans.items():
+        path.write_bytes(content[:n])
+
+    run = runner.warm_cache(hub.endpoint, cache, "--model-path", BIG, "--no-compile")
+    _assert_resumed(hub, cache, run, 5 * MiB // 2, small_files_cached=False)
+    assert not any(path.exists() for path in orphans)
+
+
+def test_an_unexpected_failure_still_writes_a_summary(hub: LocalHub, tmp_path: Path) -> None:
+    """Not one of ours (here: the cache volume is a file): exit 1, retried by the Job, reason Failed."""
+    (tmp_path / "volume").write_text("not a directory")
+    log = tmp_path / "termination-log"
+    command = runner.warm_cache_argv(
+        tmp_path / "volume" / "cache", "--model-path", TINY, "--no-compile", termination_log=log
+    )
+    run = runner.run(command, runner.clean_env({"HF_ENDPOINT": hub.endpoint}), termination_log=log)
+    assert run.returncode == 1, run
+    assert run.summary == {
+        "ok": False,
+        "reason": "Failed",
+        "permanent": False,
+        "message": run.summary["message"],
+    }
+    assert run.summary["message"].startswith("NotADirectoryError: ")
+    assert run.termination_message == run.summary
+    assert "Traceback" in run.stderr  # the details stay in the log
