@@ -11,7 +11,7 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
 venv: $(VENV)/.installed  ## Create the virtualenv with everything (runtime, compile, dev).
 
-$(VENV)/.installed: pyproject.toml Makefile
+$(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_PIN)"
@@ -47,6 +47,13 @@ test: check-generated lint typecheck tools  ## Everything CI checks: generated f
 
 test-fast: venv  ## The tests without the slow ones (no compilation, no full loop).
 	$(BIN)/python -m pytest -q -m "not slow"
+
+demo: venv  ## The main job: hub, API server, operator, Job runner; warm a tiny model; serve cold, then warm.
+	$(BIN)/python -m tests.e2e.demo
+
+bench: venv  ## Run the benchmarks; figures go to docs/benchmarks.md by hand.
+	$(BIN)/python -m benchmarks.warm_start
+	$(BIN)/python -m benchmarks.operator_scale
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -26,7 +26,9 @@ def test_console_script_is_installed_and_entrypoints_use_it() -> None:
     scripts = {e.name: e.value for e in importlib.metadata.entry_points(group="console_scripts")}
     assert scripts["modelwarmup"] == "modelwarmup.cli:main" == PYPROJECT["project"]["scripts"]["modelwarmup"]
     assert 'ENTRYPOINT ["modelwarmup", "warm-cache"]' in dockerfile("worker")
-    assert 'ENTRYPOINT ["modelwarmup"]' in dockerfile("operator") and 'CMD ["operator"]' in dockerfile("operator")
+    assert 'ENTRYPOINT ["modelwarmup"]' in dockerfile("operator") and 'CMD ["operator"]' in dockerfile(
+        "operator"
+    )
 
 
 def test_versions_agree() -> None:

@@ -55,7 +55,10 @@ def test_the_entry_lock_excludes_another_process_and_times_out(tmp_path: Path) -
     while not lock_file.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.5)
-    with pytest.raises(layout.CacheLockTimeout), layout.entry_lock(CacheLayout(tmp_path), "m1", "p1", timeout_s=0.6):
+    with (
+        pytest.raises(layout.CacheLockTimeout),
+        layout.entry_lock(CacheLayout(tmp_path), "m1", "p1", timeout_s=0.6),
+    ):
         pass
     holder.join()
     with layout.entry_lock(CacheLayout(tmp_path), "m1", "p1", timeout_s=1):
@@ -80,7 +83,18 @@ def test_prune_removes_only_superseded_entries_of_the_repo(tmp_path: Path) -> No
     (tmp_path / "refs" / "a.json").write_text("old/p1")
     (tmp_path / "refs" / "b.json").write_text("new/p1")
     result = subprocess.run(
-        [sys.executable, "-m", "modelwarmup.cli", "prune", "--cache-dir", str(tmp_path), "--model-path", "org/m", "--keep", "new"],
+        [
+            sys.executable,
+            "-m",
+            "modelwarmup.cli",
+            "prune",
+            "--cache-dir",
+            str(tmp_path),
+            "--model-path",
+            "org/m",
+            "--keep",
+            "new",
+        ],
         capture_output=True,
         text=True,
     )

@@ -50,4 +50,8 @@ def fetch() -> None:
 
 if __name__ == "__main__":
     fetch()
-    print(subprocess.run([str(helm()), "version", "--short"], capture_output=True, text=True, check=True).stdout.strip())
+    print(
+        subprocess.run(
+            [str(helm()), "version", "--short"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    )

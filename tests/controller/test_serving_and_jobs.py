@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def full() -> Any:
-    body = next(b for b in manifests.load_documents(ROOT / "examples" / "full.yaml") if manifests.is_modelwarmup(b))
+    body = next(
+        b for b in manifests.load_documents(ROOT / "examples" / "full.yaml") if manifests.is_modelwarmup(b)
+    )
     body["metadata"].update(namespace="ns", uid="uid-1")
     return manifests.validate_body(body)
 
@@ -25,7 +27,12 @@ def template() -> dict[str, Any]:
         "spec": {
             "volumes": [{"name": "data", "emptyDir": {}}],
             "containers": [
-                {"name": "server", "image": "srv", "env": [{"name": "PYTHONPATH", "value": "/app"}], "volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+                {
+                    "name": "server",
+                    "image": "srv",
+                    "env": [{"name": "PYTHONPATH", "value": "/app"}],
+                    "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                },
                 {"name": "sidecar", "image": "proxy"},
             ],
         },
@@ -42,10 +49,15 @@ def test_wiring_touches_only_the_chosen_containers_and_unwiring_restores_the_tem
     assert env["PYTHONPATH"] == "/opt/modelwarmup/python:/app"
     assert env["HF_HOME"] == "/var/cache/modelwarmup/hf"
     mount = next(m for m in server["volumeMounts"] if m["name"] == serving.CACHE_VOLUME)
-    assert mount == {"name": serving.CACHE_VOLUME, "mountPath": "/var/cache/modelwarmup", "readOnly": True, "subPath": "gemma"}
+    assert mount == {
+        "name": serving.CACHE_VOLUME,
+        "mountPath": "/var/cache/modelwarmup",
+        "readOnly": True,
+        "subPath": "gemma",
+    }
     rewired = serving.wired_template(wired, mw, "key-2", "runtime:1")
     assert len(rewired["spec"]["initContainers"]) == 1 and len(rewired["spec"]["volumes"]) == 3
-    assert serving.unwired_template(rewired) == {**original, "metadata": {"labels": {"app": "chat"}, "annotations": {}}}
+    assert serving.unwired_template(rewired) == original
 
 
 def test_job_has_owner_security_failure_policy_and_token_by_reference_only() -> None:
@@ -57,7 +69,9 @@ def test_job_has_owner_security_failure_policy_and_token_by_reference_only() -> 
     spec = job["spec"]
     assert spec["backoffLimit"] == 4 and spec["activeDeadlineSeconds"] == 10800
     fail_fast = spec["podFailurePolicy"]["rules"][0]
-    assert fail_fast["action"] == "FailJob" and fail_fast["onExitCodes"]["values"] == list(errors.PERMANENT_EXIT_CODES)
+    assert fail_fast["action"] == "FailJob" and fail_fast["onExitCodes"]["values"] == list(
+        errors.PERMANENT_EXIT_CODES
+    )
     pod = spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never" and pod["runtimeClassName"] == "nvidia"
     assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}

@@ -36,7 +36,9 @@ class ModelWarmup(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
-    api_version: Literal["modelwarmup.dev/v1alpha1"] = Field(default="modelwarmup.dev/v1alpha1", alias="apiVersion")
+    api_version: Literal["modelwarmup.dev/v1alpha1"] = Field(
+        default="modelwarmup.dev/v1alpha1", alias="apiVersion"
+    )
     kind: Literal["ModelWarmup"] = KIND
     metadata: ObjectMeta
     spec: ModelWarmupSpec

@@ -192,7 +192,9 @@ class CacheVolumeTemplate(ApiModel):
     """The StorageClass; the cluster's default when unset."""
     size: Quantity
     """The claim's size, e.g. "200Gi"."""
-    access_modes: list[AccessMode] = Field(default_factory=lambda: list[AccessMode](["ReadWriteMany"]), min_length=1)
+    access_modes: list[AccessMode] = Field(
+        default_factory=lambda: list[AccessMode](["ReadWriteMany"]), min_length=1
+    )
     """Access modes; ReadWriteMany lets every serving pod mount the cache."""
 
 

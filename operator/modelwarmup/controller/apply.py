@@ -2,7 +2,8 @@
 
 Creates treat 409 as "already there" (names are content-derived, so the object is the same).
 A Deployment patch that fails its resourceVersion test is left to the next reconcile, which
-recomputes it from the new state. Status is written once, through the status subresource.
+recomputes it from the new state. Status is written once, through the status subresource, and
+only when it changed: a reconcile that finds nothing new makes no write at all.
 """
 
 from __future__ import annotations
@@ -12,15 +13,16 @@ import uuid
 from typing import Any
 
 from modelwarmup.api import resource
-from modelwarmup.api.resource import ModelWarmup
+from modelwarmup.api.resource import ModelWarmup, ObjectMeta
 from modelwarmup.controller import conditions, kubeapi
 from modelwarmup.controller.decide import Plan
 from modelwarmup.controller.kubeapi import KubeApi
 
 Manifest = dict[str, Any]
+Logger = logging.Logger | logging.LoggerAdapter[Any]  # what kopf hands to handlers
 
 
-def _create(api: KubeApi, kind: kubeapi.Kind, namespace: str, body: Manifest, log: logging.Logger) -> None:
+def _create(api: KubeApi, kind: kubeapi.Kind, namespace: str, body: Manifest, log: Logger) -> None:
     try:
         api.create(kind, namespace, body)
         log.info("created %s %s", kind.plural, body["metadata"]["name"])
@@ -33,8 +35,9 @@ def status_body(plan: Plan) -> Manifest:
     return {"status": plan.status.model_dump(mode="json", by_alias=True, exclude_none=True)}
 
 
-def post_event(api: KubeApi, mw: ModelWarmup, type_: str, reason: str, message: str) -> None:
-    namespace = mw.metadata.namespace or "default"
+def post_event(api: KubeApi, meta: ObjectMeta, type_: str, reason: str, message: str) -> None:
+    """An Event about the ModelWarmup with this metadata."""
+    namespace = meta.namespace or "default"
     at = conditions.now()
     api.create(
         kubeapi.EVENTS,
@@ -42,13 +45,13 @@ def post_event(api: KubeApi, mw: ModelWarmup, type_: str, reason: str, message: 
         {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"name": f"{mw.metadata.name}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
+            "metadata": {"name": f"{meta.name}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
             "involvedObject": {
                 "apiVersion": resource.API_VERSION,
                 "kind": resource.KIND,
-                "name": mw.metadata.name,
+                "name": meta.name,
                 "namespace": namespace,
-                "uid": mw.metadata.uid,
+                "uid": meta.uid,
             },
             "type": type_,
             "reason": reason,
@@ -62,7 +65,7 @@ def post_event(api: KubeApi, mw: ModelWarmup, type_: str, reason: str, message: 
     )
 
 
-def apply(api: KubeApi, mw: ModelWarmup, plan: Plan, log: logging.Logger) -> list[str]:
+def apply(api: KubeApi, mw: ModelWarmup, plan: Plan, log: Logger) -> list[str]:
     """Apply the plan; returns the Deployments whose patch must be retried."""
     namespace = mw.metadata.namespace or "default"
     if plan.create_claim is not None:
@@ -79,7 +82,10 @@ def apply(api: KubeApi, mw: ModelWarmup, plan: Plan, log: logging.Logger) -> lis
                 raise
             log.info("Deployment %s changed while we patched it; will retry", name)
             retry.append(name)
-    api.merge_patch(kubeapi.MODELWARMUPS, namespace, mw.metadata.name, status_body(plan), subresource="status")
+    if status_body(plan)["status"] != mw.status.model_dump(mode="json", by_alias=True, exclude_none=True):
+        api.merge_patch(
+            kubeapi.MODELWARMUPS, namespace, mw.metadata.name, status_body(plan), subresource="status"
+        )
     for type_, reason, message in plan.events:
-        post_event(api, mw, type_, reason, message)
+        post_event(api, mw.metadata, type_, reason, message)
     return retry

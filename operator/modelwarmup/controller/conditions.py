@@ -15,7 +15,11 @@ def now() -> str:
 
 
 def merge(
-    previous: Sequence[Condition], wanted: Sequence[tuple[str, str, str, str]], *, generation: int | None, at: str
+    previous: Sequence[Condition],
+    wanted: Sequence[tuple[str, str, str, str]],
+    *,
+    generation: int | None,
+    at: str,
 ) -> list[Condition]:
     """The new condition list from (type, status, reason, message) tuples."""
     old = {c.type: c for c in previous}
@@ -26,7 +30,7 @@ def merge(
         merged.append(
             Condition(
                 type=type_,
-                status=status,  # type: ignore[arg-type]
+                status=status,
                 reason=reason,
                 message=message,
                 observed_generation=generation,

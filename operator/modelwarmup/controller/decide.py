@@ -18,6 +18,9 @@ from modelwarmup.controller.settings import OperatorSettings
 
 Manifest = dict[str, Any]
 JobPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
+NORMAL_REASONS = frozenset(
+    {"JobPending", "Warming", "WaitingForCache"}
+)  # not-ready reasons that are no problem
 
 
 @dataclass(frozen=True)
@@ -60,16 +63,24 @@ def _pick_job(views: list[JobView], own: str) -> JobView | None:
     return shared[0] if shared else None
 
 
-def _target_status(target: Target, key: str, view: JobView | None, own: str) -> TargetStatus:
+WAITING = "waiting for the warm-up Job to start"
+
+
+def _target_status(
+    target: Target, key: str, view: JobView | None, own: str, *, created: str = ""
+) -> TargetStatus:
     base: dict[str, Any] = {"name": target.name}
     if view is None:
-        return TargetStatus(**base, phase="Pending", message="warm-up Job created; waiting for it to start")
+        # The Job this reconcile creates, as the next reconcile will observe it: no second write.
+        return TargetStatus(**base, job=created or None, phase="Pending", message=WAITING)
     summary = dict(view.summary or {})
     base.update(
         job=view.name,
         attempts=view.attempts,
         reason=str(summary.get("reason") or ("JobFailed" if view.phase == "Failed" else "")),
-        message=(summary.get("message") or view.message)[:1024],
+        message=(summary.get("message") or view.message or (WAITING if view.phase == "Pending" else ""))[
+            :1024
+        ],
     )
     if summary.get("ok"):
         base.update(
@@ -93,14 +104,21 @@ def _target_status(target: Target, key: str, view: JobView | None, own: str) -> 
 def _claim(mw: ModelWarmup) -> Manifest:
     create = mw.spec.cache.create
     assert create is not None
-    spec: Manifest = {"accessModes": list(create.access_modes), "resources": {"requests": {"storage": str(create.size)}}}
+    spec: Manifest = {
+        "accessModes": list(create.access_modes),
+        "resources": {"requests": {"storage": str(create.size)}},
+    }
     if create.storage_class_name:
         spec["storageClassName"] = create.storage_class_name
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
         # No owner reference: the cache outlives any one ModelWarmup.
-        "metadata": {"name": create.name, "namespace": mw.metadata.namespace, "labels": {naming.MANAGED_BY: naming.OPERATOR}},
+        "metadata": {
+            "name": create.name,
+            "namespace": mw.metadata.namespace,
+            "labels": {naming.MANAGED_BY: naming.OPERATOR},
+        },
         "spec": spec,
     }
 
@@ -118,9 +136,12 @@ def decide(observed: Observed, settings: OperatorSettings, *, now: str) -> Plan:
     for target in mw.spec.targets:
         key = naming.warmup_key(mw.spec, target, image)
         view = _pick_job(list(observed.jobs_by_key.get(key, [])), own)
+        created = ""
         if view is None:
-            plan.create_jobs.append(jobs.build_job(mw, target, key, settings))
-        targets.append(_target_status(target, key, view, own))
+            job = jobs.build_job(mw, target, key, settings)
+            plan.create_jobs.append(job)
+            created = job["metadata"]["name"]
+        targets.append(_target_status(target, key, view, own, created=created))
 
     phases = {t.phase for t in targets}
     done = phases <= {"Succeeded", "CacheHit"}
@@ -137,13 +158,19 @@ def decide(observed: Observed, settings: OperatorSettings, *, now: str) -> Plan:
         hit = phases == {"CacheHit"}
         weights = ("True", "CacheHit" if hit else "Downloaded", "weights are in the cache")
         compiled = (
-            ("True", "CacheHit" if hit else "Compiled", "compiled artifacts are in the cache for every target")
+            (
+                "True",
+                "CacheHit" if hit else "Compiled",
+                "compiled artifacts are in the cache for every target",
+            )
             if mw.spec.compile.enabled
             else ("True", "CompileDisabled", "compilation is disabled; weights only")
         )
     else:
         waiting = "JobPending" if phases <= {"Pending"} else "Warming"
-        running = ", ".join(f"{t.name}: {t.phase}" for t in targets if t.phase not in ("Succeeded", "CacheHit"))
+        running = ", ".join(
+            f"{t.name}: {t.phase}" for t in targets if t.phase not in ("Succeeded", "CacheHit")
+        )
         weights = compiled = ("False", waiting, f"waiting for warm-up Jobs ({running})")
     wanted.append(("WeightsDownloaded", *weights))
     wanted.append(("Compiled", *compiled))
@@ -157,14 +184,22 @@ def decide(observed: Observed, settings: OperatorSettings, *, now: str) -> Plan:
     elif serving_condition[0] != "True":
         ready = ("False", serving_condition[1], serving_condition[2])
     else:
-        ready = ("True", "CacheHit" if phases == {"CacheHit"} else "Ready", f"warmed {mw.spec.model.repo} for {len(targets)} target(s)")
+        ready = (
+            "True",
+            "CacheHit" if phases == {"CacheHit"} else "Ready",
+            f"warmed {mw.spec.model.repo} for {len(targets)} target(s)",
+        )
     wanted.insert(0, ("Ready", *ready))
 
     previous = mw.status.conditions
     new_conditions = conditions.merge(previous, wanted, generation=mw.metadata.generation, at=now)
-    for changed in conditions.transitions(previous, new_conditions):
-        kind = "Normal" if changed.status == "True" or changed.reason in ("JobPending", "Warming", "WaitingForCache") else "Warning"
-        plan.events.append((kind, changed.reason, f"{changed.type}={changed.status}: {changed.message}"[:1024]))
+    # One Event per transition of Ready: its reason already names what the others say, and one
+    # Event per condition would post three or four near-identical Events at every step.
+    for changed in conditions.transitions(previous, new_conditions[:1]):
+        kind = "Normal" if changed.status == "True" or changed.reason in NORMAL_REASONS else "Warning"
+        plan.events.append(
+            (kind, changed.reason, f"{changed.type}={changed.status}: {changed.message}"[:1024])
+        )
     plan.status = ModelWarmupStatus(
         observed_generation=mw.metadata.generation,
         conditions=new_conditions,
@@ -212,9 +247,17 @@ def _serving(
         plan.patches[name] = serving.json_patch(deployment, new_template, owner=own)
         patched.append(name)
     if observed.missing_deployments:
-        return patched, ("False", "DeploymentNotFound", f"not found: {', '.join(observed.missing_deployments)}")
+        return patched, (
+            "False",
+            "DeploymentNotFound",
+            f"not found: {', '.join(observed.missing_deployments)}",
+        )
     if conflicts:
-        return patched, ("False", "DeploymentConflict", f"wired by another ModelWarmup: {', '.join(conflicts)}")
+        return patched, (
+            "False",
+            "DeploymentConflict",
+            f"wired by another ModelWarmup: {', '.join(conflicts)}",
+        )
     if model_key is None:
         return patched, ("False", "WaitingForCache", "Deployments switch once every target is warm")
     return patched, ("True", "Patched", f"{len(patched)} Deployment(s) use cache key {model_key}")

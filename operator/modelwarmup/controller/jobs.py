@@ -40,7 +40,12 @@ def worker_args(spec: ModelWarmupSpec, target: Target) -> list[str]:
     if model.ignore_patterns:
         args += ["--ignore-patterns", *model.ignore_patterns]
     if model.draft is not None:
-        args += ["--draft-model-path", model.draft.repo, "--draft-huggingface-model-revision", model.draft.revision]
+        args += [
+            "--draft-model-path",
+            model.draft.repo,
+            "--draft-huggingface-model-revision",
+            model.draft.revision,
+        ]
     if model.loras:
         args += ["--lora-paths", *(f"{lora.repo}@{lora.revision}" for lora in model.loras)]
     if target.devices:
@@ -106,7 +111,11 @@ def build_job(mw: ModelWarmup, target: Target, key: str, settings: OperatorSetti
         "env": _env(spec),
         "resources": resources,
         "volumeMounts": [
-            {"name": "cache", "mountPath": CACHE_MOUNT, **({"subPath": spec.cache.sub_path} if spec.cache.sub_path else {})},
+            {
+                "name": "cache",
+                "mountPath": CACHE_MOUNT,
+                **({"subPath": spec.cache.sub_path} if spec.cache.sub_path else {}),
+            },
             {"name": "tmp", "mountPath": "/tmp"},
         ],
         "terminationMessagePath": "/dev/termination-log",
@@ -139,7 +148,9 @@ def build_job(mw: ModelWarmup, target: Target, key: str, settings: OperatorSetti
     if target.node_selector:
         pod_spec["nodeSelector"] = dict(target.node_selector)
     if target.tolerations:
-        pod_spec["tolerations"] = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in target.tolerations]
+        pod_spec["tolerations"] = [
+            t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in target.tolerations
+        ]
     if target.runtime_class_name:
         pod_spec["runtimeClassName"] = target.runtime_class_name
     if spec.worker.service_account_name:
@@ -160,7 +171,11 @@ def build_job(mw: ModelWarmup, target: Target, key: str, settings: OperatorSetti
                 "rules": [
                     {
                         "action": "FailJob",
-                        "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": list(errors.PERMANENT_EXIT_CODES)},
+                        "onExitCodes": {
+                            "containerName": CONTAINER,
+                            "operator": "In",
+                            "values": list(errors.PERMANENT_EXIT_CODES),
+                        },
                     },
                     {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
                 ]

@@ -13,9 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from modelwarmup import __version__
 from modelwarmup.api import resource
 
 Manifest = dict[str, Any]
+Manifests = list[Manifest]
+USER_AGENT = f"modelwarmup-operator/{__version__}"  # tells our requests from kopf's in audit logs
 
 
 @dataclass(frozen=True)
@@ -63,8 +66,10 @@ class KubeApi:
     """JSON over the official client's REST transport."""
 
     def __init__(self, server: str | None = None) -> None:
-        from kubernetes import client, config
+        import kubernetes
 
+        client: Any = kubernetes.client  # untyped: kept at arm's length
+        config: Any = kubernetes.config
         if server is not None:
             configuration = client.Configuration(host=server)
         else:
@@ -73,21 +78,31 @@ class KubeApi:
                 config.load_incluster_config(client_configuration=configuration)
             except config.ConfigException:
                 config.load_kube_config(client_configuration=configuration)
-        self.configuration = configuration
-        self.api_client = client.ApiClient(configuration)
+        self.configuration: Any = configuration
+        self.api_client: Any = client.ApiClient(configuration)
         self.requests = 0
 
-    def request(self, method: str, path: str, *, query: dict[str, str] | None = None, body: Any = None, content_type: str = "application/json") -> Manifest:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> Manifest:
         from kubernetes.client import exceptions
 
         url = self.configuration.host.rstrip("/") + path + (f"?{urlencode(query)}" if query else "")
-        headers = {"Accept": "application/json", "Content-Type": content_type}
+        headers = {"Accept": "application/json", "Content-Type": content_type, "User-Agent": USER_AGENT}
         for auth in self.configuration.auth_settings().values():
             if auth.get("value"):
                 headers[auth["key"]] = auth["value"]
         self.requests += 1
         try:
-            response = self.api_client.rest_client.request(method, url, headers=headers, body=body, _request_timeout=30)
+            response = self.api_client.rest_client.request(
+                method, url, headers=headers, body=body, _request_timeout=30
+            )
         except exceptions.ApiException as error:
             raise _api_error(error.status or 0, error.reason or "", error.body) from None
         data = response.read() if hasattr(response, "read") else response.data
@@ -99,21 +114,47 @@ class KubeApi:
     def get(self, kind: Kind, namespace: str, name: str) -> Manifest:
         return self.request("GET", kind.path(namespace, name))
 
-    def list(self, kind: Kind, namespace: str, *, labels: dict[str, str] | None = None) -> list[Manifest]:
-        query = {"labelSelector": ",".join(f"{k}={v}" for k, v in labels.items())} if labels else None
-        items: list[Manifest] = self.request("GET", kind.path(namespace), query=query).get("items", [])
-        if labels:  # servers filter; re-checking costs nothing and guards against one that doesn't
-            items = [i for i in items if all((i.get("metadata", {}).get("labels") or {}).get(k) == v for k, v in labels.items())]
-        return items
+    def list(
+        self,
+        kind: Kind,
+        namespace: str,
+        *,
+        labels: dict[str, str] | None = None,
+        label_in: tuple[str, list[str]] | None = None,
+    ) -> Manifests:
+        """Objects of a namespace with these labels (and ``label_in``'s label having one of its values)."""
+        requirements = [f"{k}={v}" for k, v in (labels or {}).items()]
+        if label_in is not None:
+            requirements.append(f"{label_in[0]} in ({','.join(sorted(set(label_in[1])))})")
+        query = {"labelSelector": ",".join(requirements)} if requirements else None
+        items: Manifests = self.request("GET", kind.path(namespace), query=query).get("items", [])
+        # Servers filter; re-checking costs nothing and guards against one that doesn't.
+        return [i for i in items if _has_labels(i, labels or {}, label_in)]
 
     def create(self, kind: Kind, namespace: str, body: Manifest) -> Manifest:
         return self.request("POST", kind.path(namespace), body=body)
 
-    def merge_patch(self, kind: Kind, namespace: str, name: str, patch: Manifest, *, subresource: str | None = None) -> Manifest:
-        return self.request("PATCH", kind.path(namespace, name, subresource), body=patch, content_type="application/merge-patch+json")
+    def merge_patch(
+        self, kind: Kind, namespace: str, name: str, patch: Manifest, *, subresource: str | None = None
+    ) -> Manifest:
+        return self.request(
+            "PATCH",
+            kind.path(namespace, name, subresource),
+            body=patch,
+            content_type="application/merge-patch+json",
+        )
 
-    def json_patch(self, kind: Kind, namespace: str, name: str, patch: list[Manifest]) -> Manifest:
-        return self.request("PATCH", kind.path(namespace, name), body=patch, content_type="application/json-patch+json")
+    def json_patch(self, kind: Kind, namespace: str, name: str, patch: Manifests) -> Manifest:
+        return self.request(
+            "PATCH", kind.path(namespace, name), body=patch, content_type="application/json-patch+json"
+        )
+
+
+def _has_labels(item: Manifest, labels: dict[str, str], label_in: tuple[str, list[str]] | None) -> bool:
+    found = item.get("metadata", {}).get("labels") or {}
+    if any(found.get(k) != v for k, v in labels.items()):
+        return False
+    return label_in is None or found.get(label_in[0]) in label_in[1]
 
 
 def _api_error(status: int, reason: str, body: Any) -> ApiError:

@@ -22,14 +22,20 @@ def run_operator(settings: OperatorSettings, *, registry: kopf.OperatorRegistry 
         standalone=True,
         clusterwide=not settings.namespaces,
         namespaces=list(settings.namespaces),
-        liveness_endpoint=f"http://0.0.0.0:{settings.liveness_port}/healthz" if settings.liveness_port else None,
+        liveness_endpoint=f"http://0.0.0.0:{settings.liveness_port}/healthz"
+        if settings.liveness_port
+        else None,
     )
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser("operator", help="run the ModelWarmup operator (kopf)")
-    parser.add_argument("--namespace", action="append", default=None, help="watch this namespace (repeatable); all by default")
-    parser.add_argument("--kube-server", default=None, help="API server URL; in-cluster config or kubeconfig by default")
+    parser.add_argument(
+        "--namespace", action="append", default=None, help="watch this namespace (repeatable); all by default"
+    )
+    parser.add_argument(
+        "--kube-server", default=None, help="API server URL; in-cluster config or kubeconfig by default"
+    )
     parser.set_defaults(handler=_run)
 
 
@@ -43,4 +49,3 @@ def _run(args: argparse.Namespace) -> int:
         overrides["kube_server"] = args.kube_server
     run_operator(settings.model_copy(update=overrides))
     return 0
-

@@ -15,16 +15,22 @@ class Metrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
-        self.warmups = Gauge("modelwarmup_targets", "Warm-up targets by phase.", ["phase"], registry=self.registry)
+        self.warmups = Gauge(
+            "modelwarmup_targets", "Warm-up targets by phase.", ["phase"], registry=self.registry
+        )
         self.job_seconds = Histogram(
             "modelwarmup_job_duration_seconds",
             "Download plus compile time of finished warm-ups.",
             buckets=(10, 30, 60, 120, 300, 600, 1200, 2400, 3600, 7200),
             registry=self.registry,
         )
-        self.failures = Counter("modelwarmup_failures_total", "Failed warm-ups by reason.", ["reason"], registry=self.registry)
+        self.failures = Counter(
+            "modelwarmup_failures_total", "Failed warm-ups by reason.", ["reason"], registry=self.registry
+        )
         self.reconciles = Counter("modelwarmup_reconciles_total", "Reconciles run.", registry=self.registry)
-        self.reconcile_errors = Counter("modelwarmup_reconcile_errors_total", "Reconciles that raised.", registry=self.registry)
+        self.reconcile_errors = Counter(
+            "modelwarmup_reconcile_errors_total", "Reconciles that raised.", registry=self.registry
+        )
         self._phases: dict[tuple[str, str, str], str] = {}
         self._lock = threading.Lock()
 
@@ -43,7 +49,9 @@ class Metrics:
                 if old.get(target.name) == target.phase:
                     continue
                 if target.phase == "Succeeded":
-                    self.job_seconds.observe((target.download_seconds or 0.0) + (target.compile_seconds or 0.0))
+                    self.job_seconds.observe(
+                        (target.download_seconds or 0.0) + (target.compile_seconds or 0.0)
+                    )
                 if target.phase == "Failed":
                     self.failures.labels(reason=target.reason or "Unknown").inc()
             self._refresh()

@@ -26,7 +26,9 @@ def warmup_inputs(spec: ModelWarmupSpec, target: Target, worker_image: str) -> d
         "model": spec.model.model_dump(mode="json", exclude={"token_secret_ref", "endpoint"}),
         "endpoint": spec.model.endpoint,
         "compile": spec.compile.model_dump(mode="json"),
-        "target": target.model_dump(mode="json", include={"node_selector", "devices", "resources", "runtime_class_name"}),
+        "target": target.model_dump(
+            mode="json", include={"node_selector", "devices", "resources", "runtime_class_name"}
+        ),
         "cache": {"claim": spec.cache.claim_name, "sub_path": spec.cache.sub_path},
         "worker_image": worker_image,
     }

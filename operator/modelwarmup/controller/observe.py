@@ -6,6 +6,7 @@ Pods, one read per named Deployment (or one list by selector), one read of a cla
 
 from __future__ import annotations
 
+import datetime
 import json
 from collections import defaultdict
 from typing import Any
@@ -32,6 +33,12 @@ def job_phase(job: Manifest) -> JobPhase:
     return "Pending"
 
 
+def job_attempts(job: Manifest) -> int:
+    """Pods the Job has run or runs: finished ones and active ones."""
+    status = job.get("status") or {}
+    return int(status.get("failed") or 0) + int(status.get("succeeded") or 0) + int(status.get("active") or 0)
+
+
 def _termination(pod: Manifest) -> tuple[str, float]:
     """The worker's termination message and when its container finished."""
     for container in (pod.get("status") or {}).get("containerStatuses") or []:
@@ -42,8 +49,6 @@ def _termination(pod: Manifest) -> tuple[str, float]:
 
 
 def _sortable(timestamp: Any) -> float:
-    import datetime
-
     if not timestamp:
         return 0.0
     try:
@@ -61,18 +66,26 @@ def parse_summary(message: str) -> dict[str, Any] | None:
     return summary if isinstance(summary, dict) else None
 
 
-def job_views(api: KubeApi, namespace: str) -> dict[str, list[JobView]]:
-    """Every warm-up Job of the namespace, by warm-up key, with its last pod's result."""
-    found = api.list(kubeapi.JOBS, namespace, labels={naming.MANAGED_BY: naming.OPERATOR})
+def job_views(api: KubeApi, namespace: str, keys: list[str]) -> dict[str, list[JobView]]:
+    """The warm-up Jobs of these warm-up keys (any resource's), by key, with their last pod's result.
+
+    Selected by the warm-up key label on the server, so a reconcile reads its own few Jobs and
+    Pods however many other warm-ups the namespace holds (the Pods carry the template's labels).
+    """
+    labels, label_in = {naming.MANAGED_BY: naming.OPERATOR}, (naming.LABEL_WARMUP_KEY, keys)
+    found = api.list(kubeapi.JOBS, namespace, labels=labels, label_in=label_in)
     if not found:
         return {}
-    pods = api.list(kubeapi.PODS, namespace, labels={naming.MANAGED_BY: naming.OPERATOR})
+    pods = api.list(kubeapi.PODS, namespace, labels=labels, label_in=label_in)
     results: dict[str, list[tuple[float, str]]] = defaultdict(list)
     for pod in pods:
         labels = pod.get("metadata", {}).get("labels") or {}
         job = labels.get("job-name") or labels.get("batch.kubernetes.io/job-name")
         if not job:
-            job = next((o["name"] for o in pod["metadata"].get("ownerReferences") or [] if o.get("kind") == "Job"), None)
+            job = next(
+                (o["name"] for o in pod["metadata"].get("ownerReferences") or [] if o.get("kind") == "Job"),
+                None,
+            )
         message, finished = _termination(pod)
         if job and message:
             results[job].append((finished, message))
@@ -80,8 +93,9 @@ def job_views(api: KubeApi, namespace: str) -> dict[str, list[JobView]]:
     for job in found:
         meta = job.get("metadata", {})
         labels = meta.get("labels") or {}
-        owner = next((o["name"] for o in meta.get("ownerReferences") or [] if o.get("kind") == "ModelWarmup"), None)
-        status = job.get("status") or {}
+        owner = next(
+            (o["name"] for o in meta.get("ownerReferences") or [] if o.get("kind") == "ModelWarmup"), None
+        )
         message = max(results.get(meta["name"], [(0.0, "")]))[1]
         summary = parse_summary(message)
         views[labels.get(naming.LABEL_WARMUP_KEY, "")].append(
@@ -89,7 +103,7 @@ def job_views(api: KubeApi, namespace: str) -> dict[str, list[JobView]]:
                 name=meta["name"],
                 owner=owner,
                 phase=job_phase(job),
-                attempts=int(status.get("failed") or 0) + int(status.get("succeeded") or 0) + int(status.get("active") or 0),
+                attempts=job_attempts(job),
                 summary=summary,
                 message=(summary or {}).get("message") or message[-500:],
             )
@@ -123,7 +137,9 @@ def deployments(api: KubeApi, mw: ModelWarmup) -> tuple[dict[str, Manifest], tup
     if serving.selector is not None:
         selector = serving.selector
         listed = api.list(kubeapi.DEPLOYMENTS, namespace, labels=dict(selector.match_labels) or None)
-        chosen = [d for d in listed if _selected(d, dict(selector.match_labels), list(selector.match_expressions))]
+        chosen = [
+            d for d in listed if _selected(d, dict(selector.match_labels), list(selector.match_expressions))
+        ]
         return {d["metadata"]["name"]: d for d in chosen}, ()
     found: dict[str, Manifest] = {}
     missing: list[str] = []
@@ -149,12 +165,13 @@ def claim_exists(api: KubeApi, mw: ModelWarmup) -> bool:
     return True
 
 
-def observe(api: KubeApi, mw: ModelWarmup) -> Observed:
+def observe(api: KubeApi, mw: ModelWarmup, keys: list[str]) -> Observed:
+    """What the cluster holds for ``mw``, whose targets' warm-up keys are ``keys``."""
     namespace = mw.metadata.namespace or "default"
     found, missing = deployments(api, mw)
     return Observed(
         mw=mw,
-        jobs_by_key=job_views(api, namespace),
+        jobs_by_key=job_views(api, namespace, keys),
         deployments=found,
         missing_deployments=missing,
         claim_exists=claim_exists(api, mw),

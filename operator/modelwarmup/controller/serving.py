@@ -22,7 +22,13 @@ CACHE_VOLUME = "modelwarmup-cache"
 RUNTIME_VOLUME = "modelwarmup-runtime"
 INIT_CONTAINER = "modelwarmup-verify"
 RUNTIME_DIR = "/opt/modelwarmup"
-OUR_ENV = ("HF_HOME", "HF_HUB_OFFLINE", "MODELWARMUP_CACHE_DIR", "MODELWARMUP_CACHE_KEY", "MODELWARMUP_AUTOLOAD")
+OUR_ENV = (
+    "HF_HOME",
+    "HF_HUB_OFFLINE",
+    "MODELWARMUP_CACHE_DIR",
+    "MODELWARMUP_CACHE_KEY",
+    "MODELWARMUP_AUTOLOAD",
+)
 
 Manifest = dict[str, Any]
 
@@ -30,6 +36,15 @@ Manifest = dict[str, Any]
 def _without(items: list[Manifest], names: tuple[str, ...] | str) -> list[Manifest]:
     names = (names,) if isinstance(names, str) else names
     return [i for i in items if i.get("name") not in names]
+
+
+def _filter(parent: Manifest, field: str, names: tuple[str, ...]) -> None:
+    """Drop our named items from ``parent[field]``, and the list itself once nothing is left."""
+    if field not in parent:
+        return
+    parent[field] = _without(parent[field], names)
+    if not parent[field]:
+        del parent[field]  # the template as it was before we added to it
 
 
 def _restricted() -> Manifest:
@@ -67,7 +82,10 @@ def wired_template(template: Manifest, mw: ModelWarmup, cache_key: str, runtime_
     pod = new.setdefault("spec", {})
     pod["volumes"] = [
         *pod.get("volumes", []),
-        {"name": CACHE_VOLUME, "persistentVolumeClaim": {"claimName": mw.spec.cache.claim_name, "readOnly": True}},
+        {
+            "name": CACHE_VOLUME,
+            "persistentVolumeClaim": {"claimName": mw.spec.cache.claim_name, "readOnly": True},
+        },
         {"name": RUNTIME_VOLUME, "emptyDir": {}},
     ]
     cache_mount = {"name": CACHE_VOLUME, "mountPath": mount, "readOnly": True}
@@ -108,23 +126,23 @@ def unwired_template(template: Manifest) -> Manifest:
     """The pod template with everything of ours removed."""
     new = copy.deepcopy(template)
     pod = new.setdefault("spec", {})
-    if "volumes" in pod:
-        pod["volumes"] = _without(pod["volumes"], (CACHE_VOLUME, RUNTIME_VOLUME))
-    if "initContainers" in pod:
-        pod["initContainers"] = _without(pod["initContainers"], INIT_CONTAINER)
-        if not pod["initContainers"]:
-            del pod["initContainers"]
+    _filter(pod, "volumes", (CACHE_VOLUME, RUNTIME_VOLUME))
+    _filter(pod, "initContainers", (INIT_CONTAINER,))
     for container in pod.get("containers", []):
-        if "volumeMounts" in container:
-            container["volumeMounts"] = _without(container["volumeMounts"], (CACHE_VOLUME, RUNTIME_VOLUME))
+        _filter(container, "volumeMounts", (CACHE_VOLUME, RUNTIME_VOLUME))
         if "env" in container:
-            env = _without(container["env"], OUR_ENV)
-            for var in env:
+            for var in container["env"]:
                 if var.get("name") == "PYTHONPATH" and RUNTIME_DIR in var.get("value", ""):
                     var["value"] = _strip_pythonpath(var["value"])
-            container["env"] = [e for e in env if not (e.get("name") == "PYTHONPATH" and not e.get("value"))]
-    annotations = new.get("metadata", {}).get("annotations", {})
+            empty_path = [
+                e["name"] for e in container["env"] if e.get("name") == "PYTHONPATH" and not e.get("value")
+            ]
+            _filter(container, "env", (*OUR_ENV, *empty_path))
+    metadata = new.get("metadata", {})
+    annotations = metadata.get("annotations", {})
     annotations.pop(naming.ANNOTATION_CACHE_KEY, None)
+    if "annotations" in metadata and not annotations:
+        del metadata["annotations"]  # the template as it was before we added ours
     return new
 
 
@@ -154,7 +172,9 @@ def json_patch(deployment: Manifest, template: Manifest, *, owner: str | None) -
         if annotations and naming.ANNOTATION_OWNER in annotations:
             patch.append({"op": "remove", "path": f"/metadata/annotations/{escaped}"})
     elif annotations is None:
-        patch.append({"op": "add", "path": "/metadata/annotations", "value": {naming.ANNOTATION_OWNER: owner}})
+        patch.append(
+            {"op": "add", "path": "/metadata/annotations", "value": {naming.ANNOTATION_OWNER: owner}}
+        )
     else:
         patch.append({"op": "add", "path": f"/metadata/annotations/{escaped}", "value": owner})
     return patch

@@ -83,7 +83,7 @@ def pin_environment() -> None:
     os.environ.update(PINNED_ENV)
     config = sys.modules.get("torch._inductor.config")
     if config is not None:
-        config.cpp.vec_isa_ok = True  # type: ignore[attr-defined]
+        config.cpp.vec_isa_ok = True
 
 
 def configure_inductor(cache_dir: Path) -> Path:

@@ -1,0 +1,57 @@
+"""Failed warm-ups: a permanent failure fails at once with the worker's word; a transient one is
+retried by the Job (podFailurePolicy and backoffLimit) and ends Ready."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from modelwarmup.devkit.hub import LocalHub
+from tests.k8s.client import KubeClient
+from tests.k8s.emulator import ApiServer
+from tests.k8s.kopf_runner import OperatorThread
+from tests.k8s.kubelet import LocalKubelet
+from tests.operator import helpers
+from tests.operator.helpers import JOBS, MW, NS, PODS
+
+
+def test_missing_repository_fails_once_with_the_workers_message(
+    cluster: ApiServer, kube: KubeClient, kubelet: LocalKubelet, operator: OperatorThread
+) -> None:
+    kube.create(MW, helpers.warmup("missing", repo="devkit/no-such-model"), namespace=NS)
+    obj = helpers.wait_condition(kube, "missing", status="False", reason="JobFailed", timeout=60)
+
+    ready = helpers.conditions(obj)["Ready"]
+    [target] = obj["status"]["targets"]
+    assert target["phase"] == "Failed" and target["reason"] == "RepositoryNotFound", target
+    assert "devkit/no-such-model" in target["message"] and target["message"] in ready["message"]
+    [job] = helpers.jobs(kube)
+    failed = {c["type"]: c for c in job["status"]["conditions"]}["Failed"]
+    assert failed["reason"] == "PodFailurePolicy"  # exit 10: FailJob, no retry
+    [run] = kubelet.runs
+    assert run.exit_code == 10 and json.loads(run.message)["permanent"] is True
+
+    # No retry: neither a second pod nor a second Job, and the operator stays quiet.
+    mark = cluster.wait_quiet(0.5)
+    time.sleep(1.5)
+    assert not cluster.requests(mark, writes_only=True, exclude_user_agent="modelwarmup-tests")
+    assert len(kube.list(PODS, namespace=NS)) == 1 and len(helpers.jobs(kube)) == 1
+    assert [(e["type"], e["reason"]) for e in helpers.events(kube, "missing")][-1] == ("Warning", "JobFailed")
+
+
+def test_hub_errors_are_retried_by_the_job_until_ready(
+    cluster: ApiServer, kube: KubeClient, kubelet: LocalKubelet, operator: OperatorThread, hub: LocalHub
+) -> None:
+    hub.fail_next(2, status=503, path_contains="/api/models/devkit/tiny-llama")
+    kube.create(MW, helpers.warmup("flaky"), namespace=NS)  # backoffLimit 2: three attempts at most
+    obj = helpers.wait_condition(kube, "flaky", status="True", timeout=60)
+
+    assert [run.exit_code for run in kubelet.runs] == [11, 11, 0]
+    assert "HubUnavailable" in kubelet.runs[0].message
+    [job] = helpers.jobs(kube)
+    assert (job["status"]["failed"], job["status"]["succeeded"]) == (2, 1)
+    [target] = obj["status"]["targets"]
+    assert (target["phase"], target["attempts"]) == ("Succeeded", 3)
+    assert len(kube.list(PODS, namespace=NS)) == 3
+    # The Job did the retrying; the operator created it once.
+    assert len(cluster.requests(method="POST", resource=str(JOBS), user_agent="modelwarmup-operator")) == 1
