@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 
 import kopf
@@ -16,10 +15,15 @@ def run_operator(settings: OperatorSettings, *, registry: kopf.OperatorRegistry 
     """Run until stopped (SIGTERM/SIGINT)."""
     registry = registry or kopf.OperatorRegistry()
     handlers.register(registry, settings)
-    kopf.configure(verbose=False)
+    # kopf configures the root logger; our loggers follow it.
+    kopf.configure(
+        debug=settings.log_level == "DEBUG",
+        quiet=settings.log_level in ("WARNING", "ERROR"),
+        log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL,
+    )
     kopf.run(
         registry=registry,
-        standalone=True,
+        standalone=not settings.peering,
         clusterwide=not settings.namespaces,
         namespaces=list(settings.namespaces),
         liveness_endpoint=f"http://0.0.0.0:{settings.liveness_port}/healthz"
@@ -40,7 +44,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = OperatorSettings.from_env(os.environ)
     overrides: dict[str, object] = {}
     if args.namespace:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,6 +32,12 @@ class OperatorSettings(BaseModel):
     """Port of kopf's liveness endpoint; 0 turns it off."""
     resync_seconds: float = Field(default=300.0, gt=0)
     """The slow timer that re-checks every resource, in case an event was missed."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """The operator's log level."""
+    log_format: Literal["text", "json"] = "text"
+    """Plain text lines, or one JSON object per line."""
+    peering: bool = False
+    """Run kopf peering (several replicas, one active); standalone otherwise."""
     kube_server: str | None = None
     """An explicit API server URL (tests, local runs); in-cluster or kubeconfig when unset."""
 
@@ -50,6 +57,9 @@ class OperatorSettings(BaseModel):
             ("liveness_port", "LIVENESS_PORT"),
             ("resync_seconds", "RESYNC_SECONDS"),
             ("kube_server", "KUBE_SERVER"),
+            ("log_level", "LOG_LEVEL"),
+            ("log_format", "LOG_FORMAT"),
+            ("peering", "PEERING"),
         ):
             if (value := get(name)) is not None:
                 values[field] = value
