@@ -122,6 +122,14 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     _fsync_dir(path.parent)
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace a small text file so that a reader sees the old content or the new, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
 @contextlib.contextmanager
 def staging_dir(layout: CacheLayout, model_key: str, platform_key: str) -> Iterator[Path]:
     """A fresh temporary directory beside the entry, removed unless it was published."""

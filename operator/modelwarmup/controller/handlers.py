@@ -3,7 +3,7 @@
 Every trigger (create, update, resume, an event of a Job we own, a slow timer) runs the same
 :func:`reconcile`: validate the body at the edge, observe, decide, apply, write status once.
 Handlers are registered on a registry passed in, so tests can run a fresh operator per case;
-``kopf run -m modelwarmup.controller.main`` registers them on kopf's default registry.
+``kopf run -m modelwarmup.controller.kopf_entry`` registers them on kopf's default registry.
 """
 
 from __future__ import annotations

@@ -14,13 +14,13 @@ from __future__ import annotations
 import concurrent.futures
 import fnmatch
 import hashlib
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from modelwarmup import errors
+from modelwarmup.cache import layout
 from modelwarmup.cache.layout import CacheLayout
 from modelwarmup.worker import hub_errors, resumable
 from modelwarmup.worker.request import RepoRequest
@@ -286,11 +286,8 @@ def _record_ref(repo_dir: Path, revision: str, commit: str) -> None:
     if revision == commit:
         return
     ref = repo_dir / "refs" / revision
-    ref.parent.mkdir(parents=True, exist_ok=True)
     if not ref.exists() or ref.read_text().strip() != commit:
-        temporary = ref.with_name(f".{ref.name}.{os.getpid()}.tmp")
-        temporary.write_text(commit)
-        os.replace(temporary, ref)
+        layout.write_text_atomic(ref, commit)
 
 
 def _file_url(hub: HubClient, repo: str, path: str, commit: str) -> str:

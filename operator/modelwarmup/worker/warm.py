@@ -186,10 +186,7 @@ def warm_cache(request: WarmCacheRequest, environ: Mapping[str, str]) -> dict[st
 
 
 def _write_ref(ref: Path, cache_key: str) -> None:
-    ref.parent.mkdir(parents=True, exist_ok=True)
-    temporary = ref.with_name(f".{ref.name}.{os.getpid()}.tmp")
-    temporary.write_text(cache_key)
-    os.replace(temporary, ref)
+    layout.write_text_atomic(ref, cache_key)
 
 
 def _compile(
