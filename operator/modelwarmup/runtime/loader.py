@@ -26,6 +26,7 @@ Why the pieces look the way they do:
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -130,7 +131,10 @@ def activate(entry_dir: Path, *, private_dir: Path | None = None) -> ActivationR
     """
     started = time.perf_counter()
     source = entry_dir / INDUCTOR_DIRNAME
-    target = private_dir or Path(tempfile.mkdtemp(prefix="modelwarmup-inductor-"))
+    target = private_dir
+    if target is None:
+        target = Path(tempfile.mkdtemp(prefix="modelwarmup-inductor-"))
+        atexit.register(shutil.rmtree, target, ignore_errors=True)  # the copy lives as long as we do
     copied = 0
     if source.is_dir():
         shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
