@@ -217,3 +217,36 @@ def test_transition_time_moves_only_when_the_status_flips() -> None:
 @pytest.mark.parametrize("name", ["a" * 63, "short"])
 def test_job_names_fit_in_a_label(name: str) -> None:
     assert len(naming.job_name(name, "target-name", "0123456789")) <= 63
+
+
+def test_delete_superseded_prunes_once_serving_switched_and_keeps_keys_in_use() -> None:
+    mw = resource(cache={"create": {"size": "1Gi"}, "retention": "DeleteSuperseded"})
+    body = mw.model_dump(mode="json", by_alias=True)
+    body["status"] = {"cacheKey": "tiny-old"}
+    switched_from_old = ModelWarmup.from_body(body)
+    jobs_by_key = {key_of(mw): [succeeded("j", "qwen-small", model_key="tiny-new")]}
+    observed = Observed(
+        mw=switched_from_old,
+        jobs_by_key=jobs_by_key,
+        deployments={"chat": deployment("tiny-old", "qwen-small")},
+        other_keys=("someone-elses",),
+    )
+    plan = decide.decide(observed, SETTINGS, now=NOW)
+    assert "chat" in plan.patches and plan.prune_job is not None
+    args = plan.prune_job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:5] == ["prune", "--cache-dir", "/cache", "--model-path", "Qwen/Qwen2.5-0.5B-Instruct"]
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--keep"] == ["someone-elses", "tiny-new"]
+    assert naming.LABEL_WARMUP_KEY not in plan.prune_job["metadata"]["labels"]  # not mistaken for a warm-up
+    assert plan.status.cache_key == "tiny-new"
+
+    retained = resource()
+    body = retained.model_dump(mode="json", by_alias=True)
+    body["status"] = {"cacheKey": "tiny-old"}
+    kept = Observed(
+        mw=ModelWarmup.from_body(body),
+        jobs_by_key=jobs_by_key,
+        deployments={"chat": deployment("tiny-old", "qwen-small")},
+    )
+    assert decide.decide(kept, SETTINGS, now=NOW).prune_job is None
+    first_warm = Observed(mw=mw, jobs_by_key=jobs_by_key, deployments={"chat": deployment()})
+    assert decide.decide(first_warm, SETTINGS, now=NOW).prune_job is None

@@ -93,3 +93,37 @@ def test_deletion_unwires_the_deployment_and_keeps_the_cache(
     wait_for(lambda: not kube.list(JOBS, namespace=NS), timeout=10)  # owned: garbage-collected
     assert kube.get(PVCS, "model-cache", namespace=NS)["metadata"]["uid"] == claim["metadata"]["uid"]
     assert sorted(p.relative_to(cache) for p in cache.rglob("*") if p.is_file()) == files
+
+
+def test_delete_superseded_prunes_the_old_entry_after_the_switch(
+    cluster: ApiServer,
+    kube: KubeClient,
+    kubelet: LocalKubelet,
+    operator: OperatorThread,
+    hub: LocalHub,
+    tiny_model: Path,
+    tmp_path: Path,
+) -> None:
+    _two_revisions(hub, tiny_model, tmp_path)
+    kube.create(DEPLOYMENTS, helpers.deployment("chat"), namespace=NS)
+    retention = {"persistentVolumeClaim": {"claimName": "model-cache"}, "retention": "DeleteSuperseded"}
+    body = helpers.warmup("tiny", repo=REVS_REPO, revision="v1", serving=["chat"], cache=retention)
+    kube.create(MW, body, namespace=NS)
+    old_key = helpers.wait_condition(kube, "tiny", status="True", timeout=60)["status"]["cacheKey"]
+    compiled = kubelet.claim_dir(NS, "model-cache") / "compiled"
+    assert (compiled / old_key).is_dir()
+    assert not [j for j in helpers.jobs(kube) if "-prune-" in j["metadata"]["name"]]  # nothing superseded yet
+
+    kube.patch(MW, "tiny", {"spec": {"model": {"revision": "v2"}}}, namespace=NS)
+    wait_for(
+        lambda: kube.get(MW, "tiny", namespace=NS)["status"].get("cacheKey") not in (None, old_key),
+        timeout=60,
+    )
+    new_key = kube.get(MW, "tiny", namespace=NS)["status"]["cacheKey"]
+    assert helpers.template_annotations(kube, "chat")[naming.ANNOTATION_CACHE_KEY] == new_key
+    prune = wait_for(
+        lambda: [j for j in helpers.jobs(kube) if "-prune-" in j["metadata"]["name"]], timeout=20
+    )
+    assert len(prune) == 1
+    wait_for(lambda: not (compiled / old_key).exists(), timeout=30)
+    assert (compiled / new_key).is_dir()  # the entry serving now stays

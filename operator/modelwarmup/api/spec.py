@@ -217,8 +217,9 @@ class CacheSpec(ApiModel):
     sub_path: str = Field(default="", pattern=r"^([^/.][^/]*(/[^/.][^/]*)*)?$", max_length=1024)
     """A relative folder inside the volume for this cache; no "..", no leading "/"."""
     retention: Literal["Retain", "DeleteSuperseded"] = "Retain"
-    """What happens to entries a new revision or setting supersedes. Retain keeps them; DeleteSuperseded is
-    accepted but not yet enforced by the operator (run `modelwarmup prune` to delete old entries)."""
+    """What happens to compiled entries a new revision or setting supersedes: Retain keeps them;
+    DeleteSuperseded runs a prune Job once the Deployments switched (entries other ModelWarmups on this
+    cache still use are kept; the shared Hugging Face cache is never pruned)."""
 
     @model_validator(mode="after")
     def _one_source(self) -> CacheSpec:

@@ -82,6 +82,10 @@ def apply(api: KubeApi, mw: ModelWarmup, plan: Plan, log: Logger) -> list[str]:
                 raise
             log.info("Deployment %s changed while we patched it; will retry", name)
             retry.append(name)
+    if plan.prune_job is not None and not retry:
+        # Only once every Deployment is on the new key. If a patch must be retried, the superseded
+        # entries stay (as with Retain): never a prune under a Deployment still on the old key.
+        _create(api, kubeapi.JOBS, namespace, plan.prune_job, log)
     if status_body(plan)["status"] != mw.status.model_dump(mode="json", by_alias=True, exclude_none=True):
         api.merge_patch(
             kubeapi.MODELWARMUPS, namespace, mw.metadata.name, status_body(plan), subresource="status"

@@ -42,6 +42,7 @@ class Observed:
     deployments: Mapping[str, Manifest]  # the Deployments the resource names (or selects), found
     missing_deployments: tuple[str, ...] = ()
     claim_exists: bool = True
+    other_keys: tuple[str, ...] = ()  # cache keys other resources on the same cache serve (retention)
 
 
 @dataclass
@@ -49,6 +50,7 @@ class Plan:
     status: ModelWarmupStatus
     create_claim: Manifest | None = None
     create_jobs: list[Manifest] = field(default_factory=list)
+    prune_job: Manifest | None = None  # created after the Deployment patches succeeded
     patches: dict[str, list[Manifest]] = field(default_factory=dict)
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
 
@@ -177,6 +179,16 @@ def decide(observed: Observed, settings: OperatorSettings, *, now: str) -> Plan:
 
     patched, serving_condition = _serving(observed, mw, model_key, settings, plan)
     wanted.append(("ServingPatched", *serving_condition))
+    superseded = mw.status.cache_key
+    if (
+        mw.spec.cache.retention == "DeleteSuperseded"
+        and model_key
+        and serving_condition[0] == "True"  # the Deployments have switched (or there are none)
+        and superseded
+        and superseded != model_key
+    ):
+        keep = sorted({model_key, *observed.other_keys})
+        plan.prune_job = jobs.build_prune_job(mw, model_key, keep, settings)
     if failed:
         ready = ("False", "JobFailed", compiled[2])
     elif not done:

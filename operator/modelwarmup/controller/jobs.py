@@ -15,6 +15,7 @@ from modelwarmup import errors
 from modelwarmup.api import resource
 from modelwarmup.api.resource import ModelWarmup
 from modelwarmup.api.spec import ModelWarmupSpec, Target
+from modelwarmup.cache import keys
 from modelwarmup.controller import naming
 from modelwarmup.controller.settings import OperatorSettings
 
@@ -98,17 +99,61 @@ def owner_reference(mw: ModelWarmup) -> dict[str, Any]:
 
 def build_job(mw: ModelWarmup, target: Target, key: str, settings: OperatorSettings) -> dict[str, Any]:
     """The Job manifest warming ``target`` of ``mw``."""
+    return _worker_job(
+        mw,
+        name=naming.job_name(mw.metadata.name, target.name, key),
+        labels=naming.job_labels(mw.metadata.name, target.name, key),
+        args=worker_args(mw.spec, target),
+        env=_env(mw.spec),
+        target=target,
+        settings=settings,
+    )
+
+
+def build_prune_job(
+    mw: ModelWarmup, cache_key: str, keep: list[str], settings: OperatorSettings
+) -> dict[str, Any]:
+    """The Job deleting entries of the model that ``cache_key`` superseded (retention DeleteSuperseded).
+
+    Named after the key it keeps, so it runs once per switch; no token, no GPU, any node.
+    """
+    args = ["prune", "--cache-dir", CACHE_MOUNT, "--model-path", mw.spec.model.repo]
+    for kept in keep:
+        args += ["--keep", kept]
+    return _worker_job(
+        mw,
+        name=naming.job_name(mw.metadata.name, "prune", keys.digest(cache_key, length=10)),
+        labels={
+            naming.MANAGED_BY: naming.OPERATOR,
+            naming.LABEL_RESOURCE: mw.metadata.name[: naming.MAX_NAME],
+        },
+        args=args,
+        env=[{"name": "PYTHONUNBUFFERED", "value": "1"}],
+        target=None,
+        settings=settings,
+    )
+
+
+def _worker_job(
+    mw: ModelWarmup,
+    *,
+    name: str,
+    labels: dict[str, str],
+    args: list[str],
+    env: list[dict[str, Any]],
+    target: Target | None,
+    settings: OperatorSettings,
+) -> dict[str, Any]:
+    """A Job running `modelwarmup ARGS` in the worker image with the cache mounted, restricted."""
     spec = mw.spec
-    name = naming.job_name(mw.metadata.name, target.name, key)
-    labels = naming.job_labels(mw.metadata.name, target.name, key)
-    resources = target.resources.model_dump(mode="json", exclude_defaults=True)
+    resources = target.resources.model_dump(mode="json", exclude_defaults=True) if target is not None else {}
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": spec.worker.image or settings.worker_image,
         "imagePullPolicy": spec.worker.image_pull_policy,
         "command": ["modelwarmup"],
-        "args": worker_args(spec, target),
-        "env": _env(spec),
+        "args": args,
+        "env": env,
         "resources": resources,
         "volumeMounts": [
             {
@@ -145,13 +190,13 @@ def build_job(mw: ModelWarmup, target: Target, key: str, settings: OperatorSetti
         "enableServiceLinks": False,
         "automountServiceAccountToken": False,
     }
-    if target.node_selector:
+    if target is not None and target.node_selector:
         pod_spec["nodeSelector"] = dict(target.node_selector)
-    if target.tolerations:
+    if target is not None and target.tolerations:
         pod_spec["tolerations"] = [
             t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in target.tolerations
         ]
-    if target.runtime_class_name:
+    if target is not None and target.runtime_class_name:
         pod_spec["runtimeClassName"] = target.runtime_class_name
     if spec.worker.service_account_name:
         pod_spec["serviceAccountName"] = spec.worker.service_account_name

@@ -165,11 +165,33 @@ def claim_exists(api: KubeApi, mw: ModelWarmup) -> bool:
     return True
 
 
+def other_keys(api: KubeApi, mw: ModelWarmup) -> tuple[str, ...]:
+    """Cache keys other resources on the same claim and subPath use: a prune must keep them.
+
+    Read only for resources whose retention deletes superseded entries (one list per reconcile).
+    """
+    if mw.spec.cache.retention != "DeleteSuperseded":
+        return ()
+    used: set[str] = set()
+    for other in api.list(kubeapi.MODELWARMUPS, mw.metadata.namespace or "default"):
+        if other.get("metadata", {}).get("name") == mw.metadata.name:
+            continue
+        cache = (other.get("spec") or {}).get("cache") or {}
+        claim = (cache.get("persistentVolumeClaim") or {}).get("claimName") or (
+            cache.get("create") or {}
+        ).get("name", "modelwarmup-cache")
+        key = (other.get("status") or {}).get("cacheKey")
+        if key and claim == mw.spec.cache.claim_name and cache.get("subPath", "") == mw.spec.cache.sub_path:
+            used.add(str(key))
+    return tuple(sorted(used))
+
+
 def observe(api: KubeApi, mw: ModelWarmup, keys: list[str]) -> Observed:
     """What the cluster holds for ``mw``, whose targets' warm-up keys are ``keys``."""
     namespace = mw.metadata.namespace or "default"
     found, missing = deployments(api, mw)
     return Observed(
+        other_keys=other_keys(api, mw),
         mw=mw,
         jobs_by_key=job_views(api, namespace, keys),
         deployments=found,
