@@ -15,23 +15,11 @@ import yaml
 
 from modelwarmup import errors, manifests
 from tests import crd_validation
+from tests.k8s.semantics import json_merge_patch
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 INVALID = yaml.safe_load((ROOT / "tests" / "data" / "invalid_specs.yaml").read_text())
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
 
 
 def modelwarmups(path: Path) -> list[dict[str, Any]]:
@@ -84,7 +72,7 @@ def test_invalid_spec_is_rejected_naming_the_field(
     case: dict[str, Any], minimal: dict[str, Any], validator: crd_validation.SchemaValidator
 ) -> None:
     body = copy.deepcopy(minimal)
-    body["spec"] = merge_patch(body["spec"], case["patch"])
+    body["spec"] = json_merge_patch(body["spec"], case["patch"])
     field, fragment = case["field"], case["message"].lower()
 
     with pytest.raises(errors.InvalidSpecError) as raised:
@@ -114,7 +102,7 @@ def test_each_cel_rule_is_exercised_by_a_bad_example(validator: crd_validation.S
     tripped: set[str] = set()
     for case in INVALID:
         body = copy.deepcopy(minimal_body)
-        body["spec"] = merge_patch(body["spec"], case["patch"])
+        body["spec"] = json_merge_patch(body["spec"], case["patch"])
         for problem in validator.validate(body):
             tripped.update(m for m in messages if m in problem)
     assert messages - tripped == set()

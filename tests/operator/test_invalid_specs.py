@@ -20,6 +20,7 @@ from tests.k8s.client import KubeClient
 from tests.k8s.emulator import ApiServer
 from tests.k8s.kopf_runner import OperatorThread
 from tests.k8s.kubelet import LocalKubelet
+from tests.k8s.semantics import json_merge_patch
 from tests.operator import helpers
 from tests.operator.helpers import MW, NS, wait_for
 
@@ -29,26 +30,13 @@ TABLE: list[dict[str, Any]] = yaml.safe_load((ROOT / "tests" / "data" / "invalid
 PRUNED = {"misspelt compile field"}
 
 
-def _merge(base: Any, patch: Any) -> Any:
-    """RFC 7386: the table's patches are JSON merge patches over examples/minimal.yaml's spec."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    merged = dict(base) if isinstance(base, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            merged.pop(key, None)
-        else:
-            merged[key] = _merge(merged.get(key), value)
-    return merged
-
-
 def _bodies() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     example = yaml.safe_load((ROOT / "examples" / "minimal.yaml").read_text())
     cases = []
     for index, case in enumerate(c for c in TABLE if c["case"] not in PRUNED):
         body = copy.deepcopy(example)
         body["metadata"] = {"name": f"invalid-{index}", "namespace": NS}
-        body["spec"] = _merge(body["spec"], case["patch"])
+        body["spec"] = json_merge_patch(body["spec"], case["patch"])
         cases.append((body["metadata"]["name"], body, case))
     return cases
 

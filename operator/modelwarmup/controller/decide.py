@@ -68,9 +68,7 @@ def _pick_job(views: list[JobView], own: str) -> JobView | None:
 WAITING = "waiting for the warm-up Job to start"
 
 
-def _target_status(
-    target: Target, key: str, view: JobView | None, own: str, *, created: str = ""
-) -> TargetStatus:
+def _target_status(target: Target, view: JobView | None, own: str, *, created: str = "") -> TargetStatus:
     base: dict[str, Any] = {"name": target.name}
     if view is None:
         # The Job this reconcile creates, as the next reconcile will observe it: no second write.
@@ -143,14 +141,14 @@ def decide(observed: Observed, settings: OperatorSettings, *, now: str) -> Plan:
             job = jobs.build_job(mw, target, key, settings)
             plan.create_jobs.append(job)
             created = job["metadata"]["name"]
-        targets.append(_target_status(target, key, view, own, created=created))
+        targets.append(_target_status(target, view, own, created=created))
 
     phases = {t.phase for t in targets}
     done = phases <= {"Succeeded", "CacheHit"}
     failed = [t for t in targets if t.phase == "Failed"]
     model_keys = {t.cache_key.split("/")[0] for t in targets if t.cache_key}
     model_key = sorted(model_keys)[0] if done and model_keys else None
-    commits = [(t.name, v) for t in targets for v in [_commit(observed, mw, t)] if v]
+    commits = [c for t in targets if (c := _commit(observed, t))]
 
     wanted: list[tuple[str, str, str, str]] = []
     if failed:
@@ -215,7 +213,7 @@ def decide(observed: Observed, settings: OperatorSettings, *, now: str) -> Plan:
     plan.status = ModelWarmupStatus(
         observed_generation=mw.metadata.generation,
         conditions=new_conditions,
-        resolved_revision=commits[0][1] if commits else mw.status.resolved_revision,
+        resolved_revision=commits[0] if commits else mw.status.resolved_revision,
         cache_key=model_key or mw.status.cache_key,
         targets=targets,
         patched_deployments=patched,
@@ -223,7 +221,7 @@ def decide(observed: Observed, settings: OperatorSettings, *, now: str) -> Plan:
     return plan
 
 
-def _commit(observed: Observed, mw: ModelWarmup, target: TargetStatus) -> str | None:
+def _commit(observed: Observed, target: TargetStatus) -> str | None:
     for views in observed.jobs_by_key.values():
         for view in views:
             if view.name == target.job and view.summary and view.summary.get("commit"):

@@ -224,6 +224,7 @@ def download(resolved: ResolvedRepo, hub: HubClient, *, progress: bool) -> Downl
 
 
 def _repo_folder(repo: str) -> str:
+    """The repo's folder in the HF cache, as huggingface_hub names it."""
     return "models--" + repo.replace("/", "--")
 
 
@@ -238,7 +239,6 @@ def _download_file(
     snapshot = snapshot_dir(hub, request.repo, commit) / remote.path
     if remote.sha256:
         fetch = _fetch(
-            hub,
             request,
             commit,
             url=_file_url(hub, request.repo, remote.path, commit),
@@ -272,7 +272,7 @@ def _download_file(
     return result
 
 
-def _fetch(hub: HubClient, request: RepoRequest, commit: str, **kwargs: Any) -> resumable.FetchResult:
+def _fetch(request: RepoRequest, commit: str, **kwargs: Any) -> resumable.FetchResult:
     try:
         return resumable.fetch_blob(**kwargs)
     except errors.ModelWarmupError:
@@ -304,4 +304,4 @@ def _headers(hub: HubClient) -> dict[str, str]:
 
 def snapshot_dir(hub: HubClient, repo: str, commit: str) -> Path:
     """Where the downloaded files of a commit are linked in the HF cache."""
-    return hub.layout.hub_cache / ("models--" + repo.replace("/", "--")) / "snapshots" / commit
+    return hub.layout.hub_cache / _repo_folder(repo) / "snapshots" / commit

@@ -75,7 +75,7 @@ def _platform(request: WarmCacheRequest) -> tuple[str, dict[str, str], str]:
     return device, fingerprint, platform.platform_key(fingerprint)
 
 
-def _hit(cache: CacheLayout, manifest: dict[str, Any], started: float, how: str) -> dict[str, Any]:
+def _hit(manifest: dict[str, Any], started: float, how: str) -> dict[str, Any]:
     report.phase_line("cache-hit", cache_key=manifest["cache_key"], how=how)
     return {
         "ok": True,
@@ -115,7 +115,7 @@ def warm_cache(request: WarmCacheRequest, environ: Mapping[str, str]) -> dict[st
     if not (request.force or request.model.force_download) and ref.exists():
         known = layout.read_manifest(cache.compiled / ref.read_text().strip())
         if known is not None:
-            return _hit(cache, known, started, how="ref")
+            return _hit(known, started, how="ref")
 
     hub = download.HubClient(
         endpoint=environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/"),
@@ -137,7 +137,7 @@ def warm_cache(request: WarmCacheRequest, environ: Mapping[str, str]) -> dict[st
         existing = layout.read_manifest(entry)
         if existing is not None and not request.force:
             _write_ref(ref, cache_key)
-            return _hit(cache, existing, started, how="manifest")
+            return _hit(existing, started, how="manifest")
         layout.remove_stale_staging(cache, model_key, platform_key)
         progress = os.isatty(2)
         download_seconds = 0.0
