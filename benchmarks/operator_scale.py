@@ -77,7 +77,7 @@ def warmup(name: str) -> dict[str, Any]:
 class Operator:
     """`modelwarmup operator` as a child process, its log in a file."""
 
-    def __init__(self, url: str, log: Path) -> None:
+    def __init__(self, kubeconfig: Path, log: Path) -> None:
         env = {
             **os.environ,
             "MODELWARMUP_METRICS_PORT": "0",
@@ -86,7 +86,7 @@ class Operator:
         }
         self.log = log
         with log.open("wb") as out:
-            argv = [sys.executable, "-m", "modelwarmup.cli", "operator", "--kube-server", url]
+            argv = [sys.executable, "-m", "modelwarmup.cli", "operator", "--kubeconfig", str(kubeconfig)]
             self.process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
 
     def rss_mib(self) -> float:
@@ -229,7 +229,7 @@ def run(resources: int, memory_at: int, idle: float, out: Path) -> dict[str, Any
         server.install_crd(str(CRD_PATH))
         kube = server.client()
         kube.create(Res("v1", "namespaces", namespaced=False), {"metadata": {"name": NS}})
-        operator = Operator(server.url, out / "operator.log")
+        operator = Operator(server.kubeconfig(), out / "operator.log")
         try:
             server.wait_watching(MW, JOBS, user_agent="kopf/", timeout=60)
             server.wait_quiet(1.0)

@@ -9,9 +9,11 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+import yaml
 
 from modelwarmup import crdgen
 from tests import crd_validation
+from tests.k8s import cel_budget
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,3 +107,23 @@ def test_crd_names_printer_columns_and_status_subresource() -> None:
 def test_union_that_cannot_be_structural_is_refused() -> None:
     with pytest.raises(crdgen.SchemaError, match="several types"):
         crdgen.structural({"anyOf": [{"type": "string"}, {"type": "integer"}, {"type": "null"}]}, {}, ".x")
+
+
+def test_every_node_a_cel_rule_walks_is_bounded_so_a_real_api_server_takes_the_crd() -> None:
+    crd = yaml.safe_load((ROOT / "crds" / "modelwarmups.modelwarmup.dev.yaml").read_text())
+    assert cel_budget.crd_problems(crd) == []
+
+
+def test_the_budget_check_finds_the_rule_a_real_api_server_refused() -> None:
+    """The GPU rule over an unbounded resources.limits map was refused by kube-apiserver v1.36."""
+    crd = yaml.safe_load((ROOT / "crds" / "modelwarmups.modelwarmup.dev.yaml").read_text())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    del spec["properties"]["targets"]["items"]["properties"]["resources"]["properties"]["limits"][
+        "maxProperties"
+    ]
+    del spec["properties"]["targets"]["maxItems"]
+    problems = cel_budget.crd_problems(crd)
+    assert len(problems) == 2
+    assert all("properties[targets].items.x-kubernetes-validations[0].rule: Forbidden" in p for p in problems)
+    assert any("properties[limits], which has no maxProperties" in p for p in problems)
+    assert any("properties[targets], which has no maxItems" in p for p in problems)

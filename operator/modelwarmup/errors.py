@@ -72,3 +72,12 @@ def describe_validation_error(error: pydantic.ValidationError, *, root: str = "s
             message = "unknown field"
         problems.append(f"{path}: {message}")
     return problems
+
+
+# --- Kubernetes API ------------------------------------------------------------------------
+
+
+class KubeCredentialsError(PermanentError):
+    """No usable credentials for the Kubernetes API: no config found, or one that logs in anonymously."""
+
+    reason = "NoCredentials"

@@ -29,10 +29,10 @@ MW = Res(resource.API_VERSION, resource.PLURAL)
 WORKER_IMAGE = "modelwarmup/worker:test"
 
 
-def operator_settings(url: str, **changes: Any) -> OperatorSettings:
+def operator_settings(kubeconfig: Path, **changes: Any) -> OperatorSettings:
     """Settings for an operator run against a local API server (no metrics or liveness ports)."""
     values: dict[str, Any] = {
-        "kube_server": url,
+        "kubeconfig": str(kubeconfig),
         "metrics_port": 0,
         "liveness_port": 0,
         "worker_image": WORKER_IMAGE,
@@ -72,13 +72,15 @@ class LocalCluster:
             self.kube = self.server.client()
             if self._run_jobs:
                 kubelet = LocalKubelet(
-                    self.server.url, root=self.root / "node", default_env=self._kubelet_env
+                    self.server.access, root=self.root / "node", default_env=self._kubelet_env
                 )
                 self.kubelet = self._stack.enter_context(kubelet)
-            settings = operator_settings(self.server.url, **self._settings)
+            kubeconfig = self.server.kubeconfig()
+            settings = operator_settings(kubeconfig, **self._settings)
             self.operator = OperatorThread(
-                self.server.url,
+                kubeconfig,
                 lambda registry: handlers.register(registry, settings),
+                login=False,  # the product's handlers log in themselves
                 configure=self._configure,
             )
             mark = self.server.mark()

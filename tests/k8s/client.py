@@ -1,5 +1,5 @@
 """
-A tiny synchronous Kubernetes client over plain HTTP (urllib), plus ``wait_for`` polling.
+A tiny synchronous Kubernetes client over HTTPS (urllib), plus ``wait_for`` polling.
 
 It is for tests, playing the user, kubelet, and controllers: no discovery, no models, just JSON.
 Its requests carry ``User-Agent: modelwarmup-tests/…`` so that the request log can tell them
@@ -16,6 +16,8 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
+
+from .access import Access
 
 T = TypeVar("T")
 
@@ -79,12 +81,15 @@ class ApiError(Exception):
 class KubeClient:
     """Plain JSON over HTTP; methods raise :class:`ApiError` on non-2xx answers."""
 
-    def __init__(self, base_url: str, *, user_agent: str = TEST_USER_AGENT, timeout: float = 10.0) -> None:
-        self.base_url = base_url.rstrip("/")
+    def __init__(self, access: Access, *, user_agent: str = TEST_USER_AGENT, timeout: float = 10.0) -> None:
+        self.base_url = access.url.rstrip("/")
         self.user_agent = user_agent
         self.timeout = timeout
+        self._auth = access.headers()
         # No proxies from the environment (http_proxy & co. would swallow 127.0.0.1).
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self._opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=access.ssl_context())
+        )
 
     def _open(
         self,
@@ -105,7 +110,7 @@ class KubeClient:
         data: bytes | None = None
         if body is not None:
             data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-        headers = {"User-Agent": self.user_agent, "Accept": "application/json"}
+        headers = {"User-Agent": self.user_agent, "Accept": "application/json", **self._auth}
         if data is not None:
             headers["Content-Type"] = content_type or "application/json"
         request = urllib.request.Request(url, data=data, method=method, headers=headers)

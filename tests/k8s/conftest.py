@@ -38,7 +38,7 @@ def run_operator(api_server: ApiServer) -> Iterator[Callable[..., OperatorThread
     operators: list[OperatorThread] = []
 
     def start(register: Register, *, watching: Iterable[object] = (), **kwargs: Any) -> OperatorThread:
-        operator = OperatorThread(api_server.url, register, **kwargs)
+        operator = OperatorThread(api_server.kubeconfig(), register, **kwargs)
         operators.append(operator)
         mark = api_server.mark()
         operator.start()

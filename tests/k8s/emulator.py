@@ -49,13 +49,21 @@ GAP-GC      No garbage collection. Real: dependents whose ``ownerReferences`` al
             batch/v1 Jobs default to *orphaning* their dependents when deleted via the API.
 GAP-CRD     A POSTed CRD is only stored: its resource is not served nor discoverable. Real: the
             CRD's versions become discoverable (with the status/scale subresources), CRs are
-            pruned & defaulted by the structural schema, the CRD gets Established conditions.
+            pruned & defaulted by the structural schema, the CRD gets Established conditions,
+            and a CRD whose CEL rules' estimated cost exceeds the budget is refused (422). The
+            cost check here is :mod:`cel_budget`'s sufficient condition, not apiextensions'
+            estimator: stricter (every walked list, map and string needs a bound), never looser.
+GAP-AUTHN   Plain HTTP, and every request is served. Real: TLS only, and a request without valid
+            credentials is a 401 before anything else. Here: HTTPS with a per-server CA and a
+            bearer token or a client certificate signed by that CA (:mod:`.access`); a kubeconfig
+            carries them, as for a real cluster.
 GAP-NS      ``GET /api/v1/namespaces`` is a 500 and ``/api/v1/namespaces/{name}`` is read as a
             namespace scope (kmock's URL parser). Real: namespaces are a cluster-scoped resource.
             Namespaces are created on first use unless ``strict_namespaces=True`` (real: 404).
 
 Not emulated at all (a real server has them): admission & OpenAPI validation (a real server
-rejects invalid objects), defaulting of built-in types, RBAC/authn, managedFields/field
+rejects invalid objects), defaulting of built-in types, RBAC (authorization; tests check the
+operator's requests against docs/rbac.md instead), managedFields/field
 ownership, DELETE of collections, conversion between CRD versions (each version is stored
 separately), controllers (no Pods for Jobs, no ReplicaSets for Deployments: tests play kubelet
 and controllers by patching ``/status``).
@@ -73,23 +81,28 @@ import contextlib
 import copy
 import dataclasses
 import datetime
+import functools
 import json
 import random
 import re
+import ssl
+import tempfile
 import threading
 import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp.test_utils
 import aiohttp.web
 import attrs
 import kmock
 import yaml
 from kmock import Response  # type: ignore[attr-defined]  # not in kmock.__all__
 
-from . import semantics
+from . import access, cel_budget, semantics
 
 T = TypeVar("T")
 
@@ -196,6 +209,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
     gc_delay: float = 0.0  # seconds before the garbage collector reacts (real: ~immediately)
     bookmark_interval: float | None = 60.0  # real servers send a BOOKMARK about every minute
     watch_cache_size: int = 10_000  # events kept per resource for watch resumption
+    tokens: frozenset[str] = frozenset()  # bearer tokens it accepts; every other request is a 401
 
     request_log: list[LoggedRequest] = attrs.field(factory=list, init=False)
     _rv: int = attrs.field(default=0, init=False)
@@ -219,6 +233,31 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
     # --------------------------------------------------------------------------------------------
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        # GAP-AUTHN: kmock accepts anyone. A real server authenticates every request first.
+        scheme, _, token = raw_request.headers.get("Authorization", "").partition(" ")
+        # A client certificate the TLS layer verified against the server's CA (CERT_OPTIONAL).
+        certified = raw_request.transport is not None and raw_request.transport.get_extra_info("peercert")
+        if not certified and (scheme.lower() != "bearer" or token not in self.tokens):
+            self.request_log.append(
+                LoggedRequest(
+                    seq=len(self.request_log),
+                    time=time.monotonic(),
+                    method=raw_request.method,
+                    path=raw_request.path,
+                    query=dict(raw_request.query),
+                    action=None,
+                    resource=None,
+                    namespace=None,
+                    name=None,
+                    subresource=None,
+                    user_agent=raw_request.headers.get("User-Agent", ""),
+                    content_type=raw_request.headers.get("Content-Type"),
+                    status=401,
+                )
+            )
+            return aiohttp.web.json_response(
+                self._status_body(401, "Unauthorized", "Unauthorized"), status=401
+            )
         match = _NAMESPACE_PATH.match(raw_request.path)
         if match is None:
             return await super().__call__(raw_request)
@@ -1081,6 +1120,25 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             )
         if spec.get("scope") not in ("Namespaced", "Cluster"):
             raise k8s_error(422, "Invalid", "spec.scope: must be Namespaced or Cluster")
+        # A real server estimates each CEL rule's cost and refuses rules that walk unbounded data.
+        if problems := cel_budget.crd_problems(body):
+            name = body["metadata"]["name"]
+            raise k8s_error(
+                422,
+                "Invalid",
+                f'CustomResourceDefinition.apiextensions.k8s.io "{name}" is invalid: [{", ".join(problems)}]',
+                name=name,
+                group="apiextensions.k8s.io",
+                kind="CustomResourceDefinition",
+                causes=[
+                    {
+                        "reason": "FieldValueForbidden",
+                        "message": p.split(": ", 1)[1],
+                        "field": p.split(": ")[0],
+                    }
+                    for p in problems
+                ],
+            )
 
     @staticmethod
     def _crd_status(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -1168,6 +1226,18 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             self._gc_task.cancel()
 
 
+class _TlsTestServer(aiohttp.test_utils.RawTestServer):
+    """aiohttp's raw test server on TLS (kmock.Server builds it with ``server_cls``)."""
+
+    def __init__(self, handler: Any, *, ssl_context: ssl.SSLContext, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._ssl_context = ssl_context
+
+    async def start_server(self, loop: asyncio.AbstractEventLoop | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("ssl", self._ssl_context)
+        await super().start_server(loop=loop, **kwargs)
+
+
 class ApiServer:
     """
     The emulator in a background thread with its own event loop, usable from synchronous code.
@@ -1207,6 +1277,8 @@ class ApiServer:
         self._stopping: asyncio.Event | None = None
         self._error: BaseException | None = None
         self._emulator: ApiServerEmulator | None = None
+        self.identity = access.ServerIdentity.create(host)
+        self._files = tempfile.TemporaryDirectory(prefix="k8s-emulator-")
         self.url = ""
 
     # Lifecycle.
@@ -1231,6 +1303,7 @@ class ApiServer:
         if self._thread.is_alive():
             raise TimeoutError("The API server did not stop in time.")
         self._thread = None
+        self._files.cleanup()
 
     def __enter__(self) -> ApiServer:
         return self.start()
@@ -1253,14 +1326,15 @@ class ApiServer:
 
     async def _serve(self) -> None:
         self._stopping = asyncio.Event()
-        emulator = ApiServerEmulator(**self._options)  # type: ignore[arg-type]
+        emulator = ApiServerEmulator(tokens=frozenset({self.identity.token}), **self._options)  # type: ignore[arg-type]
         if self._bundled:
             with warnings.catch_warnings():  # kmock uses the deprecated importlib.resources API
                 warnings.simplefilter("ignore", DeprecationWarning)
                 emulator.resources.load_bundled()  # built-ins of a recent K3s, as kmock ships
         # NB: kmock.Server also hooks aiohttp's DNS resolution for its own host:port
         # (process-wide, LIFO): harmless for 127.0.0.1, but stop servers in reverse order.
-        async with emulator, kmock.Server(emulator, host=self._host) as server:
+        tls = functools.partial(_TlsTestServer, ssl_context=self.identity.server_context)
+        async with emulator, kmock.Server(emulator, host=self._host, server_cls=tls) as server:
             self._emulator = emulator
             self.url = str(server.url).rstrip("/")
             self._ready.set()
@@ -1289,10 +1363,15 @@ class ApiServer:
 
         return asyncio.run_coroutine_threadsafe(runner(), self._loop).result(timeout)
 
+    @property
+    def access(self) -> access.Access:
+        """The URL, CA and token a client needs (see :mod:`.access`)."""
+        return self.identity.access(self.url)
+
     def client(self, user_agent: str | None = None) -> Any:
         from .client import TEST_USER_AGENT, KubeClient
 
-        return KubeClient(self.url, user_agent=user_agent or TEST_USER_AGENT)
+        return KubeClient(self.access, user_agent=user_agent or TEST_USER_AGENT)
 
     def install_crd(self, crd: Mapping[str, Any] | str) -> dict[str, Any]:
         """Create a CRD over HTTP (a dict, YAML text, or a path to a YAML file)."""
@@ -1308,24 +1387,13 @@ class ApiServer:
         result: dict[str, Any] = self.client().create(CRDS_RES, dict(crd))
         return result
 
-    def kubeconfig(self, path: str, namespace: str = "default") -> str:
-        """Write a kubeconfig for this server (for subprocesses and ``kubernetes.config``)."""
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "current-context": "emulator",
-            "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
-            "users": [{"name": "emulator", "user": {"token": "emulator"}}],
-            "contexts": [
-                {
-                    "name": "emulator",
-                    "context": {"cluster": "emulator", "user": "emulator", "namespace": namespace},
-                }
-            ],
-        }
-        with open(path, "w", encoding="utf-8") as f:
-            yaml.safe_dump(config, f)
-        return path
+    def kubeconfig(self, path: str | Path | None = None, namespace: str = "default") -> Path:
+        """A kubeconfig for this server (the operator's, a subprocess's, ``kubernetes.config``'s).
+
+        Without a path: one file in the server's own folder, removed when the server stops.
+        """
+        path = Path(path) if path is not None else Path(self._files.name) / f"kubeconfig-{namespace}"
+        return self.access.write_kubeconfig(path, namespace=namespace)
 
     # The request log (for assertions and benchmarks).
 

@@ -3,9 +3,11 @@ Run a real kopf operator in a background thread against an API server URL.
 
 * A fresh ``kopf.OperatorRegistry`` per run (never the global one), filled by a ``register``
   callback: ``def register(registry): @kopf.on.create(..., registry=registry) ...``.
-* An explicit ``@kopf.on.login`` handler that returns ``kopf.ConnectionInfo(server=url)``:
-  with a bare ``OperatorRegistry`` kopf has no login handlers at all, and the piggybacking ones
-  of the default registry read ``~/.kube/config``/``KUBECONFIG`` of the machine — never that.
+* It logs in as the product does, from a kubeconfig file (HTTPS, the server's CA, a token):
+  ``modelwarmup.controller.credentials``' login, added unless ``register`` adds its own (the
+  product's ``handlers.register`` does). A bare ``OperatorRegistry`` has no login handlers at
+  all, and the piggybacking ones of kopf's default registry would read the machine's
+  ``~/.kube/config``/``KUBECONFIG`` — never that.
 * Fast settings (:func:`fast_settings`): standalone (no peering), events posted, short watch
   and network timeouts, quick backoffs. Tune further with ``configure=``.
 * ``kopf.operator(...)`` in its own event loop; stopped via its ``stop_flag``.
@@ -20,9 +22,12 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Collection
+from pathlib import Path
 from typing import Any
 
 import kopf
+
+from modelwarmup.controller import credentials
 
 Register = Callable[[kopf.OperatorRegistry], None]
 Configure = Callable[[kopf.OperatorSettings], None]
@@ -57,16 +62,18 @@ class OperatorThread:
 
     def __init__(
         self,
-        server_url: str,
+        kubeconfig: Path,
         register: Register,
         *,
+        login: bool = True,
         configure: Configure | None = None,
         clusterwide: bool = True,
         namespaces: Collection[str] = (),
         memo: Any = None,
         name: str = "operator",
     ) -> None:
-        self.server_url = server_url
+        self.kubeconfig = kubeconfig
+        self.login = login
         self.register = register
         self.configure = configure
         self.clusterwide = clusterwide and not namespaces
@@ -87,12 +94,8 @@ class OperatorThread:
 
     def _build_registry(self) -> kopf.OperatorRegistry:
         registry = kopf.OperatorRegistry()
-        url = self.server_url
-
-        @kopf.on.login(registry=registry)
-        def login(**_: Any) -> kopf.ConnectionInfo:
-            return kopf.ConnectionInfo(server=url, insecure=True, default_namespace="default")
-
+        if self.login:
+            credentials.register_login(registry, credentials.Source(kubeconfig=str(self.kubeconfig)))
         self.register(registry)
         return registry
 

@@ -56,6 +56,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .access import Access
 from .client import CONFIGMAPS, JOBS, PODS, SECRETS, ApiError, KubeClient
 
 USER_AGENT = "modelwarmup-tests/kubelet"
@@ -229,7 +230,7 @@ class LocalKubelet:
 
     def __init__(
         self,
-        server_url: str,
+        access: Access,
         *,
         root: Path,
         default_env: Mapping[str, str] | None = None,
@@ -240,7 +241,7 @@ class LocalKubelet:
         namespace: str | None = None,
         watch_timeout: float = 1.0,
     ) -> None:
-        self.client = KubeClient(server_url, user_agent=USER_AGENT)
+        self.client = KubeClient(access, user_agent=USER_AGENT)
         self.root = Path(root)
         self.default_env = dict(default_env or {})
         self.commands = dict(commands)

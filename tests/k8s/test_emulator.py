@@ -8,6 +8,8 @@ the second half runs a real kopf operator against the server.
 from __future__ import annotations
 
 import collections
+import copy
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +19,7 @@ import kmock
 import kopf
 import pytest
 
+from .access import Access
 from .client import (
     CRDS,
     DEPLOYMENTS,
@@ -124,6 +127,50 @@ def test_crd_is_served_and_discoverable(api_server: ApiServer, kube: KubeClient)
     with pytest.raises(ApiError) as err:
         kube.list(MW)
     assert err.value.status == 404
+
+
+def test_a_crd_whose_cel_rule_walks_an_unbounded_map_is_refused(
+    api_server: ApiServer, kube: KubeClient
+) -> None:
+    crd = copy.deepcopy(CRD)
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    spec["properties"]["limits"] = {
+        "type": "object",
+        "additionalProperties": {"type": "string", "maxLength": 8},
+    }
+    spec["x-kubernetes-validations"] = [
+        {"rule": "self.limits.exists(k, k.endsWith('/gpu'))", "message": "gpu"}
+    ]
+    with pytest.raises(ApiError) as err:
+        kube.create(CRDS, crd)
+    assert err.value.status == 422
+    assert "properties[limits], which has no maxProperties" in err.value.body["message"]
+    assert err.value.body["details"]["causes"][0]["reason"] == "FieldValueForbidden"
+
+    spec["properties"]["limits"]["maxProperties"] = 16
+    assert kube.create(CRDS, crd)["metadata"]["name"] == CRD["metadata"]["name"]
+
+
+def test_only_https_with_a_valid_token_is_served(api_server: ApiServer, kube: KubeClient) -> None:
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    context = api_server.access.ssl_context()
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Basic {api_server.access.token}"},
+    ):
+        request = urllib.request.Request(api_server.url + "/api/v1/namespaces/x/pods", headers=headers)
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(request, context=context, timeout=5)
+        assert err.value.code == 401
+        assert json.loads(err.value.read())["reason"] == "Unauthorized"
+    with pytest.raises(urllib.error.URLError) as refused:  # a client that does not trust the CA
+        urllib.request.urlopen(api_server.url + "/api", context=ssl.create_default_context(), timeout=5)
+    assert isinstance(refused.value.reason, ssl.SSLCertVerificationError)
+    assert kube.list(Res("v1", "pods"), namespace="x") == []
 
 
 def test_system_metadata_and_generation(api_server: ApiServer, kube: KubeClient) -> None:
@@ -323,12 +370,16 @@ def test_deletion_finalizers_and_garbage_collection(api_server: ApiServer, kube:
 
 
 def test_official_kubernetes_client(api_server: ApiServer, kube: KubeClient) -> None:
-    # The kubernetes package reads no config at import; an explicit Configuration is enough.
+    # The kubernetes package reads no config at import; it loads the server's kubeconfig (TLS, token).
     import kubernetes.client as k8s
+    import kubernetes.config
 
     api_server.install_crd(CRD)
     kube.create(DEPLOYMENTS, deployment("srv"), namespace=NS)
-    configuration = k8s.Configuration(host=api_server.url)
+    configuration = k8s.Configuration()
+    kubernetes.config.load_kube_config(
+        config_file=str(api_server.kubeconfig()), client_configuration=configuration
+    )
     with k8s.ApiClient(configuration) as api:
         batch, apps, custom = k8s.BatchV1Api(api), k8s.AppsV1Api(api), k8s.CustomObjectsApi(api)
         job_body: Any = {  # plain dicts are accepted as well as the V1Job models
@@ -396,9 +447,9 @@ class Calls:
             return self.counts[key]
 
 
-def make_operator(url: str, calls: Calls) -> Callable[[kopf.OperatorRegistry], None]:
+def make_operator(access: Access, calls: Calls) -> Callable[[kopf.OperatorRegistry], None]:
     """A tiny ModelWarmup operator: Job + status + Events + a Deployment annotation."""
-    kube = KubeClient(url, user_agent="test-operator/1.0")
+    kube = KubeClient(access, user_agent="test-operator/1.0")
 
     def register(registry: kopf.OperatorRegistry) -> None:
         @kopf.on.create(GROUP, VERSION, PLURAL, id="job", registry=registry)
@@ -490,7 +541,7 @@ def operator_world(api_server: ApiServer, kube: KubeClient) -> Calls:
 def start_operator(
     api_server: ApiServer, run_operator: Callable[..., OperatorThread], calls: Calls
 ) -> OperatorThread:
-    return run_operator(make_operator(api_server.url, calls), configure=configure, watching=(MW, JOBS))
+    return run_operator(make_operator(api_server.access, calls), configure=configure, watching=(MW, JOBS))
 
 
 def test_operator_full_lifecycle(

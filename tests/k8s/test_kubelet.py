@@ -21,7 +21,7 @@ NS = "team-a"
 @pytest.fixture
 def kubelet(api_server: ApiServer, tmp_path: Path) -> Iterator[LocalKubelet]:
     with LocalKubelet(
-        api_server.url,
+        api_server.access,
         root=tmp_path,
         default_env={"FROM_TEST": "t"},
         commands={"python": (sys.executable,)},

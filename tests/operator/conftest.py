@@ -56,7 +56,7 @@ def cluster(api_server: ApiServer) -> Iterator[ApiServer]:
 def kubelet(cluster: ApiServer, hub: LocalHub, tmp_path: Path) -> Iterator[LocalKubelet]:
     hub.reset_faults()
     with LocalKubelet(
-        cluster.url, root=tmp_path / "node", default_env={"HF_ENDPOINT": hub.endpoint}
+        cluster.access, root=tmp_path / "node", default_env={"HF_ENDPOINT": hub.endpoint}
     ) as kubelet:
         yield kubelet
     assert not kubelet.errors, kubelet.errors
@@ -64,7 +64,7 @@ def kubelet(cluster: ApiServer, hub: LocalHub, tmp_path: Path) -> Iterator[Local
 
 @pytest.fixture
 def settings(cluster: ApiServer) -> OperatorSettings:
-    return helpers.operator_settings(cluster.url)
+    return helpers.operator_settings(cluster.kubeconfig())
 
 
 @pytest.fixture
@@ -73,7 +73,9 @@ def start_operator(
 ) -> Callable[[], OperatorThread]:
     def start() -> OperatorThread:
         return run_operator(
-            lambda registry: handlers.register(registry, settings), watching=(helpers.MW, helpers.JOBS)
+            lambda registry: handlers.register(registry, settings),
+            watching=(helpers.MW, helpers.JOBS),
+            login=False,  # the product's handlers log in themselves
         )
 
     return start

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -35,11 +35,14 @@ class ApiModel(BaseModel):
     )
 
 
-# A resource quantity ("8Gi", "500m", 2): Kubernetes' int-or-string.
+# A resource quantity ("8Gi", "500m", 2): Kubernetes' int-or-string. Bounded, as every string a
+# CEL rule may walk must be for the API server to accept the rule's cost.
 Quantity = Annotated[
-    int | str,
+    int | Annotated[str, StringConstraints(max_length=64)],
     Field(json_schema_extra={"x-kubernetes-int-or-string": True}),
 ]
+# Map sizes: a CEL rule iterating a map is refused by the API server unless it has maxProperties.
+MAX_RESOURCE_NAMES = 32
 
 
 class Toleration(ApiModel):
@@ -60,9 +63,9 @@ class Toleration(ApiModel):
 class ResourceRequirements(ApiModel):
     """Compute resources of the warm-up container, as in a Pod spec."""
 
-    limits: dict[str, Quantity] = Field(default_factory=dict)
+    limits: dict[str, Quantity] = Field(default_factory=dict, max_length=MAX_RESOURCE_NAMES)
     """Maximum resources, e.g. {"nvidia.com/gpu": 1, "memory": "64Gi"}; GPUs are requested here."""
-    requests: dict[str, Quantity] = Field(default_factory=dict)
+    requests: dict[str, Quantity] = Field(default_factory=dict, max_length=MAX_RESOURCE_NAMES)
     """Minimum resources the scheduler reserves, e.g. {"cpu": "8", "memory": "32Gi"}."""
 
 
@@ -89,9 +92,9 @@ class LabelSelector(ApiModel):
 class EnvVar(ApiModel):
     """An extra environment variable with a literal value."""
 
-    name: str = Field(pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+    name: str = Field(pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", max_length=253)
     """The variable's name."""
-    value: str = ""
+    value: str = Field(default="", max_length=32768)
     """The variable's value. Never put a token here: use spec.model.tokenSecretRef."""
 
 

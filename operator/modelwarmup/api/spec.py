@@ -160,7 +160,7 @@ class Target(ApiModel):
     """Taints the warm-up Job tolerates, as the serving pods do."""
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
     """The warm-up container's resources; request GPUs in limits, e.g. {"nvidia.com/gpu": 1}."""
-    devices: str | None = Field(default=None, pattern=DEVICES)
+    devices: str | None = Field(default=None, pattern=DEVICES, max_length=64)
     """cpu, gpu (the first GPU) or gpu:0,1 (those GPUs); unset means the first GPU if any, else CPU."""
     runtime_class_name: str | None = Field(default=None, pattern=DNS_SUBDOMAIN)
     """The RuntimeClass the warm-up pod uses (e.g. "nvidia"), as the serving pods do."""

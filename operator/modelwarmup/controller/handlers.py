@@ -21,7 +21,7 @@ from modelwarmup import errors
 from modelwarmup.api import resource
 from modelwarmup.api.resource import ModelWarmup
 from modelwarmup.api.status import ModelWarmupStatus
-from modelwarmup.controller import apply, conditions, decide, kubeapi, naming, observe, serving
+from modelwarmup.controller import apply, conditions, credentials, decide, kubeapi, naming, observe, serving
 from modelwarmup.controller.kubeapi import KubeApi
 from modelwarmup.controller.metrics import Metrics
 from modelwarmup.controller.settings import OperatorSettings
@@ -224,7 +224,7 @@ def register(
 
     @kopf.on.startup(registry=registry)
     def startup(memo: kopf.Memo, **kwargs: Any) -> None:
-        memo.runtime = Runtime(settings, KubeApi(settings.kube_server), metrics)
+        memo.runtime = Runtime(settings, KubeApi(credentials.load(settings.credentials_source())), metrics)
         metrics.serve(settings.metrics_port)
         kopf_settings: kopf.OperatorSettings = kwargs["settings"]
         kopf_settings.persistence.finalizer = FINALIZER
@@ -233,11 +233,7 @@ def register(
         kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=resource.GROUP)
         kopf_settings.posting.enabled = False  # our own Events, on condition transitions only
 
-    if settings.kube_server is not None:
-
-        @kopf.on.login(registry=registry)
-        def login(**_: Any) -> kopf.ConnectionInfo:
-            return kopf.ConnectionInfo(server=settings.kube_server or "", insecure=True, scheme="Bearer")
+    credentials.register_login(registry, settings.credentials_source())
 
     @kopf.on.resume(*RESOURCE, registry=registry)
     @kopf.on.create(*RESOURCE, registry=registry)

@@ -1,8 +1,9 @@
 """A small JSON client for the Kubernetes API, on the official client's config and transport.
 
-The official client loads credentials (in-cluster service account, kubeconfig, token refresh)
-and does TLS; this module only adds what the operator needs on top: plain dicts in and out,
-the paths of the few resource kinds it touches, and errors that say conflict from not-found.
+The official client does TLS and token refresh on the credentials that
+:mod:`~modelwarmup.controller.credentials` loads; this module only adds what the operator needs
+on top: plain dicts in and out, the paths of the few resource kinds it touches, and errors that
+say conflict from not-found.
 One instance lives in kopf's memo; nothing here is module-global.
 """
 
@@ -65,21 +66,12 @@ class ApiError(Exception):
 class KubeApi:
     """JSON over the official client's REST transport."""
 
-    def __init__(self, server: str | None = None) -> None:
+    def __init__(self, configuration: Any) -> None:
+        """``configuration``: a ``kubernetes.client.Configuration`` with credentials (see credentials.load)."""
         import kubernetes
 
-        client: Any = kubernetes.client  # untyped: kept at arm's length
-        config: Any = kubernetes.config
-        if server is not None:
-            configuration = client.Configuration(host=server)
-        else:
-            configuration = client.Configuration()
-            try:
-                config.load_incluster_config(client_configuration=configuration)
-            except config.ConfigException:
-                config.load_kube_config(client_configuration=configuration)
         self.configuration: Any = configuration
-        self.api_client: Any = client.ApiClient(configuration)
+        self.api_client: Any = kubernetes.client.ApiClient(configuration)
         self.requests = 0
 
     def request(

@@ -7,12 +7,13 @@ import os
 
 import kopf
 
-from modelwarmup.controller import handlers
+from modelwarmup.controller import credentials, handlers
 from modelwarmup.controller.settings import OperatorSettings
 
 
 def run_operator(settings: OperatorSettings, *, registry: kopf.OperatorRegistry | None = None) -> None:
-    """Run until stopped (SIGTERM/SIGINT)."""
+    """Run until stopped (SIGTERM/SIGINT); :class:`KubeCredentialsError` at once if there are no credentials."""
+    credentials.load(settings.credentials_source())  # fail with our message before kopf's retries
     registry = registry or kopf.OperatorRegistry()
     handlers.register(registry, settings)
     # kopf configures the root logger; our loggers follow it.
@@ -38,8 +39,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--namespace", action="append", default=None, help="watch this namespace (repeatable); all by default"
     )
     parser.add_argument(
-        "--kube-server", default=None, help="API server URL; in-cluster config or kubeconfig by default"
+        "--kubeconfig",
+        default=None,
+        help="kubeconfig file; $KUBECONFIG, then the pod's ServiceAccount, then ~/.kube/config by default",
     )
+    parser.add_argument("--context", default=None, help="the kubeconfig context; its current one by default")
     parser.set_defaults(handler=_run)
 
 
@@ -48,7 +52,9 @@ def _run(args: argparse.Namespace) -> int:
     overrides: dict[str, object] = {}
     if args.namespace:
         overrides["namespaces"] = tuple(args.namespace)
-    if args.kube_server:
-        overrides["kube_server"] = args.kube_server
+    if args.kubeconfig:
+        overrides["kubeconfig"] = args.kubeconfig
+    if args.context:
+        overrides["kube_context"] = args.context
     run_operator(settings.model_copy(update=overrides))
     return 0

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelwarmup import __version__
+from modelwarmup.controller import credentials
 
 PREFIX = "MODELWARMUP_"
+IN_CLUSTER_ENV = ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
 
 
 class OperatorSettings(BaseModel):
@@ -38,8 +41,23 @@ class OperatorSettings(BaseModel):
     """Plain text lines, or one JSON object per line."""
     peering: bool = False
     """Run kopf peering (several replicas, one active); standalone otherwise."""
-    kube_server: str | None = None
-    """An explicit API server URL (tests, local runs); in-cluster or kubeconfig when unset."""
+    kubeconfig: str | None = None
+    """A kubeconfig (or several joined by ":", as $KUBECONFIG); the pod's ServiceAccount or ~/.kube/config when unset."""
+    kube_context: str | None = None
+    """The kubeconfig context to use; its current context when unset."""
+    service_account_dir: str = str(credentials.SERVICE_ACCOUNT_DIR)
+    """Where a pod's ServiceAccount token and CA are mounted (in-cluster login)."""
+    in_cluster_env: dict[str, str] = Field(default_factory=dict)
+    """KUBERNETES_SERVICE_HOST/PORT as the kubelet sets them in a pod; empty outside one."""
+
+    def credentials_source(self) -> credentials.Source:
+        """Where the operator's Kubernetes credentials come from."""
+        return credentials.Source(
+            kubeconfig=self.kubeconfig,
+            context=self.kube_context,
+            service_account_dir=Path(self.service_account_dir),
+            environ=self.in_cluster_env,
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> OperatorSettings:
@@ -56,11 +74,14 @@ class OperatorSettings(BaseModel):
             ("metrics_port", "METRICS_PORT"),
             ("liveness_port", "LIVENESS_PORT"),
             ("resync_seconds", "RESYNC_SECONDS"),
-            ("kube_server", "KUBE_SERVER"),
+            ("service_account_dir", "SERVICE_ACCOUNT_DIR"),
             ("log_level", "LOG_LEVEL"),
             ("log_format", "LOG_FORMAT"),
             ("peering", "PEERING"),
         ):
             if (value := get(name)) is not None:
                 values[field] = value
+        if kubeconfig := environ.get("KUBECONFIG"):
+            values["kubeconfig"] = kubeconfig
+        values["in_cluster_env"] = {k: environ[k] for k in IN_CLUSTER_ENV if environ.get(k)}
         return cls.model_validate(values)
