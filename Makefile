@@ -31,9 +31,10 @@ generate: venv  ## Regenerate the CRD and docs/api.md from the API models.
 check-generated: venv  ## Fail when a generated file differs from what the models generate.
 	$(BIN)/python -m modelwarmup.generated --check
 
-lint: venv  ## ruff: lint and formatting.
+lint: venv  ## ruff (lint and formatting) and the layering contract (.importlinter).
 	$(BIN)/ruff check operator tests benchmarks
 	$(BIN)/ruff format --check operator tests benchmarks
+	$(BIN)/lint-imports --no-cache
 
 fix: venv  ## ruff: fix what can be fixed, format.
 	$(BIN)/ruff check --fix operator tests benchmarks

@@ -34,6 +34,7 @@ from tests.k8s.client import JOBS, PODS, KubeClient, Res, wait_for
 from tests.k8s.emulator import ApiServer, ApiServerEmulator, LoggedRequest
 
 from modelwarmup.api import resource
+from modelwarmup.contracts.summary import WorkerSummary
 
 ROOT = Path(__file__).resolve().parents[1]
 CRD_PATH = ROOT / "crds" / "modelwarmups.modelwarmup.dev.yaml"
@@ -136,20 +137,18 @@ def summarize(requests: Iterable[LoggedRequest]) -> collections.Counter[str]:
 def complete_job(kube: KubeClient, job: dict[str, Any], name: str) -> None:
     """Play kubelet and Job controller: a finished Pod with the worker's summary, then Complete."""
     meta = job["metadata"]
-    summary = {
-        "ok": True,
-        "cache_hit": False,
-        "reason": "Warmed",
-        "message": f"warmed bench/{name}",
-        "cache_key": f"bench--{name}-0123456789abcdef/portable",
-        "model_key": f"bench--{name}-0123456789abcdef",
-        "platform_key": "portable",
-        "commit": "a" * 40,
-        "bytes": 1234567,
-        "platform": {},
-        "download_seconds": 1.5,
-        "compile_seconds": 0.0,
-    }
+    summary = WorkerSummary(
+        ok=True,
+        reason="Warmed",
+        message=f"warmed bench/{name}",
+        entry_key=f"bench--{name}-0123456789abcdef/portable",
+        model_key=f"bench--{name}-0123456789abcdef",
+        platform_key="portable",
+        commit="a" * 40,
+        bytes=1234567,
+        download_seconds=1.5,
+        compile_seconds=0.0,
+    )
     labels = {
         **job["spec"]["template"]["metadata"]["labels"],
         "job-name": meta["name"],
@@ -171,7 +170,12 @@ def complete_job(kube: KubeClient, job: dict[str, Any], name: str) -> None:
         namespace=NS,
     )
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    terminated = {"exitCode": 0, "reason": "Completed", "message": json.dumps(summary), "finishedAt": now}
+    terminated = {
+        "exitCode": 0,
+        "reason": "Completed",
+        "message": summary.termination_message(),
+        "finishedAt": now,
+    }
     kube.patch_status(
         PODS,
         pod["metadata"]["name"],

@@ -75,10 +75,11 @@ def _check(done: subprocess.CompletedProcess[str], what: str) -> None:
 
 def child(mode: str, entry: Path, workdir: Path) -> None:
     """One serving process: load, (compile,) produce one output, print one JSON line."""
+    from modelwarmup.compilation import recipe
     from modelwarmup.runtime import loader
 
     if mode != "eager":
-        loader.pin_environment()  # what modelwarmup's runtime does before torch is imported
+        recipe.pin_environment()  # what modelwarmup's runtime does before torch is imported
     import torch
 
     from modelwarmup.compilation.settings import CompileSettings
@@ -102,16 +103,16 @@ def child(mode: str, entry: Path, workdir: Path) -> None:
             loader.activate(entry, private_dir=workdir / "inductor")
             compile_s += time.perf_counter() - started
         elif mode == "cold":
-            loader.configure_inductor(workdir / "inductor")  # empty: compiles from scratch
+            recipe.configure_inductor(workdir / "inductor")  # empty: compiles from scratch
         model = AutoModelForCausalLM.from_pretrained(REPO, dtype=getattr(torch, settings.dtype)).eval()
         if mode != "eager":
-            model = loader.compile_for_serving(model, settings)
+            model = recipe.compile_for_serving(model, settings)
         started = time.perf_counter()
         with torch.no_grad():
             logits = model(input_ids=ids, use_cache=False).logits
         first_call = time.perf_counter() - started
         compile_s += first_call if mode != "eager" else 0.0
-        stats = loader.cache_stats() if mode != "eager" else None
+        stats = recipe.cache_stats() if mode != "eager" else None
     last = logits[0, -1].float()
     print(
         json.dumps(
@@ -265,15 +266,15 @@ def main() -> int:
                 "cpu",
                 "--aot-inductor",
             )
-            report = json.loads((cache / "compiled" / summary["cache_key"] / "manifest.json").read_text())[
+            report = json.loads((cache / "compiled" / summary["entry_key"] / "manifest.json").read_text())[
                 "compile_report"
             ]
             print(
                 f"worker: {time.perf_counter() - started:.1f} s in all (compile {report['compile_seconds']:.1f} s, "
-                f"AOTInductor package {report['aoti_seconds']:.1f} s), entry {summary['cache_key']}",
+                f"AOTInductor package {report['aoti_seconds']:.1f} s), entry {summary['entry_key']}",
                 flush=True,
             )
-            entry = cache / "compiled" / summary["cache_key"]
+            entry = cache / "compiled" / summary["entry_key"]
             results = {mode: serve(mode, cache, entry, scratch) for mode in MODES}
             for mode, result in results.items():
                 stats = result["stats"] or {}

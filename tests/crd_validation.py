@@ -72,7 +72,8 @@ class SchemaValidator:
             self._check_scalar(schema, value, path, problems)
         for rule in schema.get("x-kubernetes-validations", []):
             if not self._holds(rule["rule"], value):
-                problems.append(f"{path}: Invalid value: {rule['message']}")
+                # fieldPath (a JSON path relative to the rule's node) says where the API server reports it.
+                problems.append(f"{path}{rule.get('fieldPath', '')}: Invalid value: {rule['message']}")
 
     def _check_type(self, schema: Schema, value: Any, path: str, problems: list[str]) -> bool:
         if schema.get("x-kubernetes-int-or-string"):

@@ -81,6 +81,9 @@ def test_invalid_spec_is_rejected_naming_the_field(
     assert any(fragment in line.lower() for line in model_lines), raised.value.problems
 
     crd_lines = [p for p in validator.validate(body) if p.startswith(f"{field}")]
+    if case.get("crd") == "admits":
+        assert validator.validate(body) == []
+        return
     assert any(fragment in line.lower() for line in crd_lines), validator.validate(body)
 
 

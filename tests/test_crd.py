@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from modelwarmup import crdgen
+from modelwarmup import crdgen, errors
 from tests import crd_validation
 from tests.k8s import cel_budget
 
@@ -105,7 +105,7 @@ def test_crd_names_printer_columns_and_status_subresource() -> None:
 
 
 def test_union_that_cannot_be_structural_is_refused() -> None:
-    with pytest.raises(crdgen.SchemaError, match="several types"):
+    with pytest.raises(errors.SchemaError, match="several types"):
         crdgen.structural({"anyOf": [{"type": "string"}, {"type": "integer"}, {"type": "null"}]}, {}, ".x")
 
 

@@ -5,6 +5,9 @@ no access) or transient (network, a 5xx, a busy lock). The worker turns that int
 and the warm-up Job's ``podFailurePolicy`` fails fast on the permanent one. Each also carries a
 CamelCase ``reason`` that becomes a status condition's reason. Classes inherit from the closest
 built-in too, so callers can catch ``FileNotFoundError`` or ``PermissionError`` as usual.
+
+Sections: exit codes, input, hub, cache, compile, Kubernetes API. Translating a library's own
+exceptions into these stays next to the code that calls the library (``worker/hub_errors.py``).
 """
 
 from __future__ import annotations
@@ -13,13 +16,18 @@ from typing import ClassVar, Final
 
 import pydantic
 
-# Exit codes of `modelwarmup` commands. 2 is argparse's own for a bad command line.
+# --- Exit codes ----------------------------------------------------------------------------
+# Of every `modelwarmup` command. 2 is argparse's own for a bad command line.
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_PERMANENT: Final = 10
 EXIT_TRANSIENT: Final = 11
 PERMANENT_EXIT_CODES: Final = (EXIT_USAGE, EXIT_PERMANENT)
+# `modelwarmup verify`: what the cache holds for this node (0 is a matching complete entry).
+EXIT_VERIFY_MISSING: Final = 20
+EXIT_VERIFY_INCOMPLETE: Final = 21
+EXIT_VERIFY_OTHER_PLATFORM: Final = 22
 
 
 class ModelWarmupError(Exception):
@@ -59,6 +67,18 @@ class InvalidSpecError(PermanentError, ValueError):
         super().__init__("; ".join(problems))
 
 
+class InvalidOptionError(PermanentError, ValueError):
+    """A warm-cache option has a value modelwarmup cannot use."""
+
+    reason = "InvalidOption"
+
+
+class WeightDtypeMismatch(PermanentError, ValueError):
+    """The weights' dtype differs from the one asked for, and casting was not allowed."""
+
+    reason = "WeightDtypeMismatch"
+
+
 def describe_validation_error(error: pydantic.ValidationError, *, root: str = "spec") -> list[str]:
     """One line per problem, each naming the field by its path as the user wrote it."""
     problems = []
@@ -74,6 +94,61 @@ def describe_validation_error(error: pydantic.ValidationError, *, root: str = "s
     return problems
 
 
+# --- Hub -----------------------------------------------------------------------------------
+
+
+class RepositoryNotFound(PermanentError, LookupError):
+    reason = "RepositoryNotFound"
+
+
+class RevisionNotFound(PermanentError, LookupError):
+    reason = "RevisionNotFound"
+
+
+class FileNotOnHub(PermanentError, FileNotFoundError):
+    reason = "FileNotFound"
+
+
+class GatedRepository(PermanentError, PermissionError):
+    reason = "GatedRepository"
+
+
+class BadToken(PermanentError, PermissionError):
+    reason = "Unauthorized"
+
+
+class HubUnavailable(TransientError, ConnectionError):
+    reason = "HubUnavailable"
+
+
+class ChecksumMismatch(TransientError):
+    """A downloaded file's sha256 differs from the hub's metadata; the file was removed."""
+
+    reason = "ChecksumMismatch"
+
+
+# --- Cache ---------------------------------------------------------------------------------
+
+
+class CacheLockTimeout(TransientError, TimeoutError):
+    """Another worker held the entry's lock for longer than we were willing to wait."""
+
+    reason = "CacheBusy"
+
+
+# --- Compile -------------------------------------------------------------------------------
+
+
+class CompiledOutputMismatchError(PermanentError, ArithmeticError):
+    """Compiled logits differ from eager beyond tolerance: the artifacts must not be published."""
+
+    reason = "CompiledOutputMismatch"
+
+
+class SchemaError(ValueError):
+    """The API models produced a schema Kubernetes cannot take as structural (a build-time bug)."""
+
+
 # --- Kubernetes API ------------------------------------------------------------------------
 
 
@@ -81,3 +156,20 @@ class KubeCredentialsError(PermanentError):
     """No usable credentials for the Kubernetes API: no config found, or one that logs in anonymously."""
 
     reason = "NoCredentials"
+
+
+class KubeApiError(Exception):
+    """The API server answered with an error status (the operator decides what it means)."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        self.status = status
+        self.reason = reason
+        super().__init__(f"{status} {reason}: {message}")
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409

@@ -7,11 +7,48 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from modelwarmup import errors
 from modelwarmup.cache import layout, prune
 from modelwarmup.cache.layout import CacheLayout
+from modelwarmup.contracts import manifest
+from modelwarmup.contracts.manifest import EntryManifest
+
+
+def entry_manifest(repo: str, model_key: str, platform_key: str) -> EntryManifest:
+    """A manifest as the worker writes it, for an entry with an Inductor folder only."""
+    return {
+        "manifest_version": manifest.MANIFEST_VERSION,
+        "worker_version": "test",
+        "created_at": "2026-12-01T00:00:00+00:00",
+        "entry_key": f"{model_key}/{platform_key}",
+        "model_key": model_key,
+        "platform_key": platform_key,
+        "repo": repo,
+        "revision": "main",
+        "commit": "c" * 40,
+        "weight_commit": "c" * 40,
+        "repos": [],
+        "hf_home": "hf",
+        "platform": {},
+        "compile": None,
+        "compile_report": None,
+        "artifacts": {
+            "inductor": "inductor",
+            "megacache": "megacache.bin",
+            "aoti": None,
+            "chat_template": None,
+        },
+        "bytes": 100,
+        "weights_bytes": 0,
+        "artifacts_bytes": 100,
+        "timings": {"download_seconds": 0.0, "compile_seconds": 0.0},
+        "served_model_name": None,
+        "server_options": {},
+    }
 
 
 def build(cache: CacheLayout, model_key: str, platform_key: str, repo: str = "org/m") -> Path:
@@ -19,18 +56,36 @@ def build(cache: CacheLayout, model_key: str, platform_key: str, repo: str = "or
         (staging / "inductor").mkdir()
         (staging / "inductor" / "kernel.so").write_bytes(b"x" * 100)
         entry = cache.entry(model_key, platform_key)
-        layout.publish(staging, entry, {"repo": repo, "cache_key": f"{model_key}/{platform_key}"})
+        layout.publish(staging, entry, entry_manifest(repo, model_key, platform_key))
     return entry
 
 
 def test_an_entry_is_complete_only_with_its_manifest(tmp_path: Path) -> None:
     cache = CacheLayout(tmp_path)
     entry = build(cache, "m1", "p1")
-    assert layout.read_manifest(entry) == {"repo": "org/m", "cache_key": "m1/p1"}
+    assert layout.read_manifest(entry) == entry_manifest("org/m", "m1", "p1")
     assert not list((tmp_path / "compiled" / "m1").glob(".*.tmp"))  # staging removed
     (entry / layout.MANIFEST).unlink()
     assert layout.read_manifest(entry) is None
     assert cache.entries_of("m1") == []
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"manifest_version": 1}, {"entry_key": ""}, {"platform": None}, {"repos": {}}, {"commit": None}],
+)
+def test_a_manifest_of_another_version_or_shape_is_no_manifest(
+    tmp_path: Path, change: dict[str, Any]
+) -> None:
+    entry = build(CacheLayout(tmp_path), "m1", "p1")
+    layout.write_json_atomic(entry / layout.MANIFEST, {**entry_manifest("org/m", "m1", "p1"), **change})
+    assert layout.read_manifest(entry) is None
+    assert CacheLayout(tmp_path).entries_of("m1") == []
+    layout.write_json_atomic(
+        entry / layout.MANIFEST,
+        {k: v for k, v in entry_manifest("org/m", "m1", "p1").items() if k != "repos"},
+    )
+    assert layout.read_manifest(entry) is None
 
 
 def test_publishing_over_an_incomplete_leftover_replaces_it(tmp_path: Path) -> None:
@@ -56,7 +111,7 @@ def test_the_entry_lock_excludes_another_process_and_times_out(tmp_path: Path) -
         time.sleep(0.05)
     time.sleep(0.5)
     with (
-        pytest.raises(layout.CacheLockTimeout),
+        pytest.raises(errors.CacheLockTimeout),
         layout.entry_lock(CacheLayout(tmp_path), "m1", "p1", timeout_s=0.6),
     ):
         pass

@@ -10,6 +10,8 @@ import pytest
 
 from modelwarmup import manifests
 from modelwarmup.api.resource import ModelWarmup
+from modelwarmup.contracts import wiring
+from modelwarmup.contracts.summary import WorkerSummary
 from modelwarmup.controller import decide, naming, serving
 from modelwarmup.controller.decide import JobView, Observed
 from modelwarmup.controller.settings import OperatorSettings
@@ -38,27 +40,27 @@ def deployment(key: str | None = None, owner: str | None = None) -> dict[str, An
         "spec": {"containers": [{"name": "server", "image": "srv"}]},
     }
     if key:
-        template["metadata"]["annotations"] = {naming.ANNOTATION_CACHE_KEY: key}
+        template["metadata"]["annotations"] = {wiring.ANNOTATION_MODEL_KEY: key}
     meta: dict[str, Any] = {"name": "chat", "namespace": "ns", "resourceVersion": "7"}
     if owner:
-        meta["annotations"] = {naming.ANNOTATION_OWNER: owner}
+        meta["annotations"] = {wiring.ANNOTATION_WIRED_BY: owner}
     return {"metadata": meta, "spec": {"template": template}}
 
 
 def succeeded(name: str, owner: str, model_key: str = "tiny-abc", cache_hit: bool = False) -> JobView:
-    summary = {
-        "ok": True,
-        "cache_hit": cache_hit,
-        "reason": "CacheHit" if cache_hit else "Warmed",
-        "message": "warmed",
-        "cache_key": f"{model_key}/plat1",
-        "model_key": model_key,
-        "commit": "c" * 40,
-        "bytes": 1234,
-        "platform": {"device_type": "cpu"},
-        "download_seconds": 1.5,
-        "compile_seconds": 20.0,
-    }
+    summary = WorkerSummary(
+        ok=True,
+        cache_hit=cache_hit,
+        reason="CacheHit" if cache_hit else "Warmed",
+        message="warmed",
+        entry_key=f"{model_key}/plat1",
+        model_key=model_key,
+        commit="c" * 40,
+        bytes=1234,
+        platform={"device_type": "cpu"},
+        download_seconds=1.5,
+        compile_seconds=20.0,
+    )
     return JobView(name=name, owner=owner, phase="Succeeded", attempts=1, summary=summary)
 
 
@@ -118,7 +120,7 @@ def test_success_wires_the_deployment_and_reports_the_target() -> None:
     patch = plan.patches["chat"]
     assert patch[0] == {"op": "test", "path": "/metadata/resourceVersion", "value": "7"}
     template = patch[1]["value"]
-    assert template["metadata"]["annotations"][naming.ANNOTATION_CACHE_KEY] == "tiny-abc"
+    assert template["metadata"]["annotations"][wiring.ANNOTATION_MODEL_KEY] == "tiny-abc"
     assert [c["name"] for c in template["spec"]["initContainers"]] == [serving.INIT_CONTAINER]
     env = {e["name"]: e.get("value") for e in template["spec"]["containers"][0]["env"]}
     assert env["HF_HUB_OFFLINE"] == "1" and env["MODELWARMUP_CACHE_KEY"] == "tiny-abc"
@@ -154,7 +156,7 @@ def test_permanent_failure_is_reported_with_the_workers_message_and_not_retried(
         owner="qwen-small",
         phase="Failed",
         attempts=1,
-        summary={"ok": False, "reason": "RepositoryNotFound", "message": "repository x/y not found"},
+        summary=WorkerSummary(ok=False, reason="RepositoryNotFound", message="repository x/y not found"),
     )
     plan = decide.decide(
         Observed(mw=mw, jobs_by_key={key_of(mw): [view]}, deployments={"chat": deployment()}),
@@ -236,7 +238,7 @@ def test_delete_superseded_prunes_once_serving_switched_and_keeps_keys_in_use() 
     args = plan.prune_job["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[:5] == ["prune", "--cache-dir", "/cache", "--model-path", "Qwen/Qwen2.5-0.5B-Instruct"]
     assert [args[i + 1] for i, a in enumerate(args) if a == "--keep"] == ["someone-elses", "tiny-new"]
-    assert naming.LABEL_WARMUP_KEY not in plan.prune_job["metadata"]["labels"]  # not mistaken for a warm-up
+    assert wiring.LABEL_WARMUP_KEY not in plan.prune_job["metadata"]["labels"]  # not mistaken for a warm-up
     assert plan.status.cache_key == "tiny-new"
 
     retained = resource()

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from modelwarmup import errors, manifests
-from modelwarmup.controller import jobs, naming, serving
+from modelwarmup.contracts import wiring
+from modelwarmup.controller import jobs, serving
 from modelwarmup.controller.settings import OperatorSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,7 +66,7 @@ def test_job_has_owner_security_failure_policy_and_token_by_reference_only() -> 
     target = mw.spec.targets[0]
     job = jobs.build_job(mw, target, "k123", OperatorSettings())
     assert job["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
-    assert job["metadata"]["labels"][naming.LABEL_WARMUP_KEY] == "k123"
+    assert job["metadata"]["labels"][wiring.LABEL_WARMUP_KEY] == "k123"
     spec = job["spec"]
     assert spec["backoffLimit"] == 4 and spec["activeDeadlineSeconds"] == 10800
     fail_fast = spec["podFailurePolicy"]["rules"][0]

@@ -32,12 +32,12 @@ def main() -> int:
     parser.add_argument("--length", type=int, default=13, help="prompt length (13 was never compiled)")
     args = parser.parse_args()
 
+    from modelwarmup.compilation import recipe
     from modelwarmup.compilation.settings import CompileSettings
-    from modelwarmup.runtime import loader
 
     settings = CompileSettings.model_validate(json.loads(args.manifest.read_text())["compile"])
     if not os.environ.get("MODELWARMUP_ACTIVATED"):  # cold: nothing was activated by sitecustomize
-        loader.configure_inductor(Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]))
+        recipe.configure_inductor(Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]))
 
     import torch
     from transformers import AutoModelForCausalLM
@@ -45,14 +45,14 @@ def main() -> int:
     model: Any = AutoModelForCausalLM.from_pretrained(
         args.repo, revision=args.revision, dtype=getattr(torch, settings.dtype)
     )
-    model = loader.compile_for_serving(model.to(settings.device).eval(), settings)
+    model = recipe.compile_for_serving(model.to(settings.device).eval(), settings)
     ids = torch.randint(0, 250, (1, args.length), generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
         logits = model(input_ids=ids, use_cache=False).logits
     result = {
         "first_output_at": time.time(),
         "next_token": int(logits[0, -1].argmax()),
-        "stats": loader.cache_stats(),
+        "stats": recipe.cache_stats(),
         "activated": os.environ.get("MODELWARMUP_ACTIVATED", ""),
     }
     print(json.dumps(result), flush=True)

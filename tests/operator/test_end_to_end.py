@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from modelwarmup.controller import jobs, naming, serving
+from modelwarmup.contracts import wiring
+from modelwarmup.controller import jobs, serving
 from modelwarmup.devkit.hub import LocalHub
 from tests.e2e import serving as serving_pod
 from tests.e2e.cluster import LocalCluster
@@ -81,12 +82,12 @@ def test_warm_up_reaches_ready_with_details_and_wires_the_deployment(warmed: War
     assert container["command"] == ["modelwarmup"] and container["args"][0] == "warm-cache"
     assert container["image"] == helpers.WORKER_IMAGE and container["name"] == jobs.CONTAINER
     [run] = warmed.kubelet.runs
-    assert run.exit_code == 0 and json.loads(run.message)["cache_key"] == target["cacheKey"]
+    assert run.exit_code == 0 and json.loads(run.message)["entry_key"] == target["cacheKey"]
 
     # The Deployment: wired once, to the key, in the chosen container only.
     deployment = kube.get(DEPLOYMENTS, "chat", namespace=NS)
     template = deployment["spec"]["template"]
-    assert template["metadata"]["annotations"][naming.ANNOTATION_CACHE_KEY] == model_key
+    assert template["metadata"]["annotations"][wiring.ANNOTATION_MODEL_KEY] == model_key
     assert deployment["metadata"]["generation"] == original["metadata"]["generation"] + 1  # one rollout
     server, sidecar = template["spec"]["containers"]
     assert sidecar == original["spec"]["template"]["spec"]["containers"][1]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from modelwarmup.controller import naming
+from modelwarmup.contracts import wiring
 from modelwarmup.devkit.hub import LocalHub
 from tests.k8s.client import PVCS, KubeClient
 from tests.k8s.emulator import ApiServer
@@ -41,7 +41,7 @@ def test_spec_change_warms_the_new_key_then_switches_the_deployment(
     kube.create(MW, helpers.warmup("tiny", repo=REVS_REPO, revision="v1", serving=["chat"]), namespace=NS)
     first = helpers.wait_condition(kube, "tiny", status="True", timeout=60)
     old_key = first["status"]["cacheKey"]
-    assert helpers.template_annotations(kube, "chat")[naming.ANNOTATION_CACHE_KEY] == old_key
+    assert helpers.template_annotations(kube, "chat")[wiring.ANNOTATION_MODEL_KEY] == old_key
 
     kubelet.hold()
     mark = cluster.mark()
@@ -50,7 +50,7 @@ def test_spec_change_warms_the_new_key_then_switches_the_deployment(
     helpers.wait_condition(kube, "tiny", status="False", reason="Warming")
     cluster.wait_quiet(0.5)
     # While the new key warms, the pods keep serving the old one: no patch, no rollout.
-    assert helpers.template_annotations(kube, "chat")[naming.ANNOTATION_CACHE_KEY] == old_key
+    assert helpers.template_annotations(kube, "chat")[wiring.ANNOTATION_MODEL_KEY] == old_key
     assert not cluster.requests(mark, method="PATCH", resource=str(DEPLOYMENTS))
     warming = kube.get(MW, "tiny", namespace=NS)
     assert warming["status"]["patchedDeployments"] == ["chat"] and warming["status"]["cacheKey"] == old_key
@@ -60,7 +60,7 @@ def test_spec_change_warms_the_new_key_then_switches_the_deployment(
     second = helpers.wait_condition(kube, "tiny", status="True", timeout=60)
     new_key = second["status"]["cacheKey"]
     assert new_key != old_key
-    assert helpers.template_annotations(kube, "chat")[naming.ANNOTATION_CACHE_KEY] == new_key
+    assert helpers.template_annotations(kube, "chat")[wiring.ANNOTATION_MODEL_KEY] == new_key
     assert len(cluster.requests(mark, method="PATCH", resource=str(DEPLOYMENTS))) == 1  # one switch
     env = {
         e["name"]: e["value"]
@@ -89,7 +89,7 @@ def test_deletion_unwires_the_deployment_and_keeps_the_cache(
 
     deployment = kube.get(DEPLOYMENTS, "chat", namespace=NS)
     assert deployment["spec"]["template"] == original["spec"]["template"]  # exactly as applied
-    assert naming.ANNOTATION_OWNER not in (deployment["metadata"].get("annotations") or {})
+    assert wiring.ANNOTATION_WIRED_BY not in (deployment["metadata"].get("annotations") or {})
     wait_for(lambda: not kube.list(JOBS, namespace=NS), timeout=10)  # owned: garbage-collected
     assert kube.get(PVCS, "model-cache", namespace=NS)["metadata"]["uid"] == claim["metadata"]["uid"]
     assert sorted(p.relative_to(cache) for p in cache.rglob("*") if p.is_file()) == files
@@ -120,7 +120,7 @@ def test_delete_superseded_prunes_the_old_entry_after_the_switch(
         timeout=60,
     )
     new_key = kube.get(MW, "tiny", namespace=NS)["status"]["cacheKey"]
-    assert helpers.template_annotations(kube, "chat")[naming.ANNOTATION_CACHE_KEY] == new_key
+    assert helpers.template_annotations(kube, "chat")[wiring.ANNOTATION_MODEL_KEY] == new_key
     prune = wait_for(
         lambda: [j for j in helpers.jobs(kube) if "-prune-" in j["metadata"]["name"]], timeout=20
     )

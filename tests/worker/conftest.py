@@ -53,7 +53,7 @@ class Warmed:
 
     @property
     def entry(self) -> Path:
-        return self.cache / "compiled" / self.summary["cache_key"]
+        return self.cache / "compiled" / self.summary["entry_key"]
 
     @property
     def manifest(self) -> dict[str, Any]:

@@ -50,8 +50,8 @@ def test_a_worker_killed_mid_compile_leaves_no_entry_and_a_rerun_completes(
     assert rerun.returncode == 0, rerun
     assert rerun.summary["cache_hit"] is False
     assert not stale.exists() and _staging_dirs(cache) == []
-    entry = cache / "compiled" / rerun.summary["cache_key"]
-    assert json.loads((entry / "manifest.json").read_text())["cache_key"] == rerun.summary["cache_key"]
+    entry = cache / "compiled" / rerun.summary["entry_key"]
+    assert json.loads((entry / "manifest.json").read_text())["entry_key"] == rerun.summary["entry_key"]
 
 
 @pytest.mark.timeout(300)
@@ -68,18 +68,18 @@ def test_concurrent_workers_for_the_same_key_build_it_once(
         assert run.returncode == 0, run
     summaries = [run.summary for run in runs]
     assert sorted(s["cache_hit"] for s in summaries) == [False, True], summaries
-    assert len({s["cache_key"] for s in summaries}) == 1
+    assert len({s["entry_key"] for s in summaries}) == 1
     compiled = [run for run in runs if any(p["phase"] == "compile" for p in run.phase_lines())]
     assert len(compiled) == 1
     [waited] = [run for run in runs if run.summary["cache_hit"]]
     hit = next(p for p in waited.phase_lines() if p["phase"] == "cache-hit")
     assert hit["how"] == "manifest"  # it raced: waited on the entry's lock, then found the manifest
 
-    key = summaries[0]["cache_key"]
+    key = summaries[0]["entry_key"]
     model_dir = cache / "compiled" / summaries[0]["model_key"]
     assert [p.name for p in model_dir.iterdir()] == [summaries[0]["platform_key"]]
     manifest = json.loads((cache / "compiled" / key / "manifest.json").read_text())
-    assert manifest["cache_key"] == key and manifest["compile"]["dtype"] == "bfloat16"
+    assert manifest["entry_key"] == key and manifest["compile"]["dtype"] == "bfloat16"
     report = manifest["compile_report"]
     assert report["max_abs_diff"] <= min(shape["tolerance"] for shape in report["shapes"])
     # Another encoding than the warmed float32 entry: another model key, the same platform.

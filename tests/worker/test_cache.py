@@ -24,7 +24,7 @@ def test_a_second_run_is_a_cache_hit_without_calling_the_hub(hub: LocalHub, warm
     run = runner.warm_cache(hub.endpoint, warmed.cache, *warmed.args)
     assert run.returncode == 0, run
     assert run.summary["cache_hit"] is True and run.summary["reason"] == "CacheHit"
-    assert run.summary["cache_key"] == warmed.summary["cache_key"]
+    assert run.summary["entry_key"] == warmed.summary["entry_key"]
     assert run.summary["compile_seconds"] == 0.0 and run.summary["download_seconds"] == 0.0
     assert hub.request_count == 0
     assert run.termination_message == run.summary
@@ -34,11 +34,11 @@ def test_a_second_run_is_a_cache_hit_without_calling_the_hub(hub: LocalHub, warm
 @pytest.mark.slow
 def test_force_rebuilds_the_same_entry(hub: LocalHub, warmed: Warmed, tmp_path: Path) -> None:
     cache = warmed.copy(tmp_path / "cache")
-    before = json.loads((cache / "compiled" / warmed.summary["cache_key"] / "manifest.json").read_text())
+    before = json.loads((cache / "compiled" / warmed.summary["entry_key"] / "manifest.json").read_text())
     run = runner.warm_cache(hub.endpoint, cache, *warmed.args, "--force")
     assert run.returncode == 0, run
     assert run.summary["cache_hit"] is False and run.summary["compile_seconds"] > 0
-    assert run.summary["cache_key"] == warmed.summary["cache_key"]  # same inputs, same key
+    assert run.summary["entry_key"] == warmed.summary["entry_key"]  # same inputs, same key
     model_dir = cache / "compiled" / warmed.summary["model_key"]
     assert [p.name for p in model_dir.iterdir()] == [
         warmed.summary["platform_key"]
@@ -132,7 +132,7 @@ def test_a_new_commit_is_warmed_with_force_download_or_a_pinned_revision(
 
     hub.clear_log()
     stale = warm()  # the request's ref answers without calling the hub, as a cache hit must
-    assert stale.summary["cache_key"] == one.summary["cache_key"] and hub.request_count == 0
+    assert stale.summary["entry_key"] == one.summary["entry_key"] and hub.request_count == 0
     moved = warm("--force-download")
     assert moved.summary["commit"] == second and moved.summary["model_key"] != one.summary["model_key"]
     pinned = warm("--huggingface-model-revision", second)

@@ -84,7 +84,7 @@ def test_server_options_are_recorded_and_do_not_change_the_key(hub: LocalHub, wa
         run = runner.warm_cache(hub.endpoint, warmed.cache, "--model-path", TINY, *COMPILE, *server_options)
         assert run.returncode == 0, run
         assert run.summary["cache_hit"] is True
-        assert run.summary["cache_key"] == warmed.summary["cache_key"]
+        assert run.summary["entry_key"] == warmed.summary["entry_key"]
     assert hub.request_count == 0
     assert SERVER_OPTIONS[0] in warmed.args
 
@@ -108,7 +108,7 @@ def test_config_file_section_gives_the_same_request(hub: LocalHub, warmed: Warme
     run = runner.warm_cache(hub.endpoint, warmed.cache, "--config-file", config, "--section-name", "tiny")
     assert run.returncode == 0, run
     assert run.summary["cache_hit"] is True
-    assert run.summary["cache_key"] == warmed.summary["cache_key"]
+    assert run.summary["entry_key"] == warmed.summary["entry_key"]
     # The command line wins over the file: here it asks for an unsupported encoding.
     over = runner.warm_cache(
         hub.endpoint,

@@ -27,12 +27,13 @@ SERVE = """
 import json, os, sys, torch
 from transformers import AutoModelForCausalLM
 from modelwarmup.compilation.settings import CompileSettings
+from modelwarmup.compilation import recipe
 from modelwarmup.runtime import loader
 
 settings = CompileSettings.model_validate(json.load(open(sys.argv[1]))["compile"])
 model = AutoModelForCausalLM.from_pretrained(sys.argv[2], dtype=getattr(torch, settings.dtype)).eval()
 if sys.argv[3] == "compile":
-    model = loader.compile_for_serving(model, settings)
+    model = recipe.compile_for_serving(model, settings)
 ids = torch.randint(0, 250, (1, 13), generator=torch.Generator().manual_seed(7))  # length 13: never compiled
 with torch.no_grad():
     logits = model(input_ids=ids, use_cache=False).logits
@@ -74,7 +75,7 @@ def test_autoload_serves_a_new_length_from_the_warmed_entry(warmed: Warmed, tmp_
     result, stderr = _serve(
         warmed, tmp_path, cache=warmed.cache, key=warmed.summary["model_key"], mode="compile"
     )
-    assert f"entry {warmed.summary['cache_key']} matches this platform" in stderr
+    assert f"entry {warmed.summary['entry_key']} matches this platform" in stderr
     assert result["activated"].startswith(str(tmp_path))
     lines = [line for line in stderr.splitlines() if line.startswith('modelwarmup: {"compile_cache"')]
     assert lines, stderr[-4000:]

@@ -28,7 +28,7 @@ def _copy_compiled(warmed: Warmed, dest: Path) -> Path:
 def test_a_complete_entry_for_this_platform_matches(warmed: Warmed) -> None:
     # As the operator's init container calls it: the cache key and the repo.
     run = runner.verify(
-        warmed.cache, "--cache-key", warmed.summary["cache_key"], "--model-path", TINY, "--devices", "cpu"
+        warmed.cache, "--cache-key", warmed.summary["entry_key"], "--model-path", TINY, "--devices", "cpu"
     )
     assert run.returncode == 0, run
     verdict = _verdict(run)
@@ -38,7 +38,7 @@ def test_a_complete_entry_for_this_platform_matches(warmed: Warmed) -> None:
 @pytest.mark.slow
 def test_an_entry_for_another_cpu_is_reported_by_what_differs(warmed: Warmed, tmp_path: Path) -> None:
     cache = _copy_compiled(warmed, tmp_path / "cache")
-    manifest_path = cache / "compiled" / warmed.summary["cache_key"] / "manifest.json"
+    manifest_path = cache / "compiled" / warmed.summary["entry_key"] / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     built_isa = manifest["platform"]["cpu_vec_isa"]
     manifest["platform"]["cpu_vec_isa"] = "VecOtherCPU"
@@ -59,7 +59,7 @@ def test_an_entry_for_another_cpu_is_reported_by_what_differs(warmed: Warmed, tm
 @pytest.mark.slow
 def test_an_entry_without_manifest_is_incomplete(warmed: Warmed, tmp_path: Path) -> None:
     cache = _copy_compiled(warmed, tmp_path / "cache")
-    (cache / "compiled" / warmed.summary["cache_key"] / "manifest.json").unlink()
+    (cache / "compiled" / warmed.summary["entry_key"] / "manifest.json").unlink()
     run = runner.verify(cache, "--model-path", TINY, "--devices", "cpu")
     assert run.returncode == 21, run
     assert _verdict(run)["verify"] == "Incomplete"

@@ -18,9 +18,13 @@ DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?
 CONDITION_REASON = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 
 
-def cel(rule: str, message: str) -> dict[str, Any]:
-    """One ``x-kubernetes-validations`` entry: a rule the API server checks with CEL."""
-    return {"rule": rule, "message": message}
+def cel(rule: str, message: str, *, field_path: str | None = None) -> dict[str, Any]:
+    """One ``x-kubernetes-validations`` entry: a rule the API server checks with CEL.
+
+    ``field_path`` (e.g. ".batchSizes") is where the API server reports a broken rule, so that
+    it names the same field as the models do.
+    """
+    return {"rule": rule, "message": message, **({"fieldPath": field_path} if field_path else {})}
 
 
 class ApiModel(BaseModel):

@@ -8,8 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from modelwarmup.api.spec import ModelWarmupSpec
 from modelwarmup.api.status import ModelWarmupStatus
+from modelwarmup.contracts import wiring
 
-GROUP: Final = "modelwarmup.dev"
+GROUP: Final = wiring.GROUP
 VERSION: Final = "v1alpha1"
 API_VERSION: Final = f"{GROUP}/{VERSION}"
 KIND: Final = "ModelWarmup"

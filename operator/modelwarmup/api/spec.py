@@ -8,7 +8,7 @@ field named. The tests hold both to the same table of bad examples.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
@@ -24,16 +24,14 @@ from modelwarmup.api.common import (
     cel,
     validations,
 )
+from modelwarmup.contracts import compile as compile_contract
+from modelwarmup.contracts import wiring
 
 # A Hugging Face repo id: "name" or "owner/name"; letters, digits, "-", "_", ".";
 # no "--" or ".." (checked by CEL and pydantic, RE2 has no lookahead).
 REPO_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$"
 REVISION = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,254}$"
 DEVICES = r"^(cpu|gpu(:[0-9]+(,[0-9]+)*)?)$"
-SUPPORTED_DTYPES = ("float32", "bfloat16", "float16")
-Dtype = Literal["float32", "bfloat16", "float16"]
-PositiveInt = Annotated[int, Field(ge=1, le=1048576)]
-CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
 
 def _check_repo_id(value: str) -> str:
@@ -87,52 +85,26 @@ class ModelSource(RepoRef):
     """A Hugging Face Hub mirror's URL (HF_ENDPOINT); the public hub when unset."""
 
 
-class CompileSettings(ApiModel):
+class CompileSettings(compile_contract.CompileFields, ApiModel):
     """How to compile the model's torch graphs. Every field is part of the cache key."""
 
     model_config = ConfigDict(
         json_schema_extra=validations(
             cel(
                 "!has(self.batchSizes) || !has(self.maxBatchSize) || self.batchSizes.all(b, b <= self.maxBatchSize)",
-                "every batchSizes entry must be <= maxBatchSize",
+                "every entry must be <= maxBatchSize",
+                field_path=".batchSizes",
             ),
             cel(
                 "!has(self.sequenceLengths) || !has(self.maxLength) || self.sequenceLengths.all(n, n <= self.maxLength)",
-                "every sequenceLengths entry must be <= maxLength",
+                "every entry must be <= maxLength",
+                field_path=".sequenceLengths",
             ),
         )
     )
 
     enabled: bool = True
     """Compile at all; when false only the weights are downloaded."""
-    dtype: Dtype = "bfloat16"
-    """The weights' dtype when compiling (the seed's --quantization-encoding): float32, bfloat16 or float16."""
-    max_length: int = Field(default=2048, ge=1, le=1048576)
-    """The longest sequence served; compiled graphs are dynamic in length up to this."""
-    max_batch_size: int = Field(default=1, ge=1, le=4096)
-    """The largest batch served."""
-    batch_sizes: list[PositiveInt] = Field(default_factory=lambda: [1], min_length=1, max_length=16)
-    """Batch sizes to pre-compile; each at most maxBatchSize."""
-    sequence_lengths: list[PositiveInt] = Field(default_factory=list, max_length=16)
-    """Sequence lengths to run while warming (the graphs stay dynamic); each at most maxLength."""
-    mode: CompileMode = "default"
-    """torch.compile's mode."""
-    regional: bool = True
-    """Compile the repeated decoder block once instead of the whole model (the seed's --use-subgraphs)."""
-    aot_inductor: bool = False
-    """Also produce an AOTInductor package, which serving loads without a C++ compiler."""
-    extra_options: dict[str, Any] = Field(
-        default_factory=dict, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
-    )
-    """Free-form Inductor options passed to torch.compile; part of the cache key."""
-
-    @model_validator(mode="after")
-    def _within_limits(self) -> CompileSettings:
-        if any(b > self.max_batch_size for b in self.batch_sizes):
-            raise ValueError(f"batchSizes: every entry must be <= maxBatchSize ({self.max_batch_size})")
-        if any(n > self.max_length for n in self.sequence_lengths):
-            raise ValueError(f"sequenceLengths: every entry must be <= maxLength ({self.max_length})")
-        return self
 
 
 GPU_REQUESTED = (
@@ -289,7 +261,7 @@ class ServingSpec(ApiModel):
     """Deployments in the resource's namespace, by label."""
     containers: list[str] = Field(default_factory=list, max_length=32)
     """Which containers get the cache mount and env; all when empty."""
-    mount_path: str = Field(default="/var/cache/modelwarmup", pattern=r"^/[^:]*$")
+    mount_path: str = Field(default=wiring.SERVING_CACHE_MOUNT, pattern=r"^/[^:]*$")
     """Where the cache is mounted in the serving containers."""
     verify_init_container: bool = True
     """Add an init container that runs `modelwarmup verify` before the server starts."""

@@ -21,20 +21,20 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from modelwarmup import errors
+from modelwarmup.contracts import manifest
+from modelwarmup.contracts.manifest import EntryManifest
 
 MANIFEST = "manifest.json"
-
-
-class CacheLockTimeout(errors.TransientError, TimeoutError):
-    """Another worker held the entry's lock for longer than we were willing to wait."""
-
-    reason = "CacheBusy"
+# An entry's artifacts (the manifest's "artifacts" names them too).
+INDUCTOR_DIRNAME = "inductor"  # an Inductor cache folder (FX graphs, kernels, Triton on GPU)
+MEGACACHE_FILENAME = "megacache.bin"  # torch's Mega-Cache
+AOTI_RELPATH = Path("aoti") / "model.pt2"  # an AOTInductor package
+CHAT_TEMPLATE_FILENAME = "chat_template.jinja"
 
 
 @dataclass(frozen=True)
@@ -69,18 +69,18 @@ class CacheLayout:
         base = self.compiled / model_key
         if not base.is_dir():
             return []
-        return sorted(p for p in base.iterdir() if (p / MANIFEST).is_file())
+        return sorted(p for p in base.iterdir() if read_manifest(p) is not None)
 
 
-def read_manifest(entry: Path) -> dict[str, Any] | None:
-    """The entry's manifest, or None when the entry is absent or incomplete."""
+def read_manifest(entry: Path) -> EntryManifest | None:
+    """The entry's manifest, or None when the entry is absent, incomplete or of another version."""
     try:
-        data: dict[str, Any] = json.loads((entry / MANIFEST).read_text(encoding="utf-8"))
+        data = json.loads((entry / MANIFEST).read_text(encoding="utf-8"))
     except (FileNotFoundError, NotADirectoryError):
         return None
     except json.JSONDecodeError:
         return None  # cannot happen with our atomic writes; a hand-made file is not trusted
-    return data
+    return manifest.parse(data)
 
 
 def _fsync_tree(directory: Path) -> None:
@@ -104,7 +104,7 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+def write_json_atomic(path: Path, data: Mapping[str, object]) -> None:
     """Write JSON so that a reader sees the old file or the whole new one, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -143,7 +143,7 @@ def staging_dir(layout: CacheLayout, model_key: str, platform_key: str) -> Itera
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def publish(staging: Path, entry: Path, manifest: dict[str, Any]) -> None:
+def publish(staging: Path, entry: Path, built: EntryManifest) -> None:
     """Move a fully built staging directory into place, then write its manifest last."""
     (staging / MANIFEST).unlink(missing_ok=True)
     _fsync_tree(staging)
@@ -154,7 +154,7 @@ def publish(staging: Path, entry: Path, manifest: dict[str, Any]) -> None:
         shutil.rmtree(graveyard, ignore_errors=True)
     os.replace(staging, entry)
     _fsync_dir(entry.parent)
-    write_json_atomic(entry / MANIFEST, manifest)
+    write_json_atomic(entry / MANIFEST, built)
 
 
 def remove_stale_staging(
@@ -190,7 +190,7 @@ def entry_lock(layout: CacheLayout, model_key: str, platform_key: str, *, timeou
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise CacheLockTimeout(
+                    raise errors.CacheLockTimeout(
                         f"another worker is building this entry ({path.name}); retry later"
                     ) from None
                 time.sleep(0.5)

@@ -28,7 +28,7 @@ def superseded(cache: CacheLayout, repo: str, keep: set[str]) -> list[Path]:
         if model_dir.name.startswith(".") or model_dir.name in keep or not model_dir.is_dir():
             continue
         manifests = [layout.read_manifest(entry) for entry in model_dir.iterdir() if entry.is_dir()]
-        if any(m is not None and m.get("repo") == repo for m in manifests):
+        if any(m is not None and m["repo"] == repo for m in manifests):
             found.append(model_dir)
     return found
 

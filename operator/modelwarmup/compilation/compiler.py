@@ -25,21 +25,14 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel, ConfigDict
 
+from modelwarmup import errors
+from modelwarmup.cache import layout
+from modelwarmup.compilation import recipe
 from modelwarmup.compilation.settings import CompileSettings
-from modelwarmup.errors import PermanentError
-from modelwarmup.runtime.loader import (
-    AOTI_RELPATH,
-    INDUCTOR_DIRNAME,
-    MEGACACHE_FILENAME,
-    cache_stats,
-    compile_for_serving,
-    configure_inductor,
-    remove_compile_wrapping,
-)
 
 if TYPE_CHECKING:
     import torch
@@ -51,12 +44,6 @@ TOLERANCES: dict[str, tuple[float, float]] = {
     "bfloat16": (5e-2, 2e-2),
 }
 _SEED = 1234
-
-
-class CompiledOutputMismatchError(PermanentError, ArithmeticError):
-    """Compiled logits differ from eager beyond tolerance: the artifacts must not be published."""
-
-    reason: ClassVar[str] = "CompiledOutputMismatch"
 
 
 class ShapeTiming(BaseModel):
@@ -116,16 +103,16 @@ def compile_model(model_dir: Path, settings: CompileSettings, artifacts_dir: Pat
     """
     artifacts_dir.mkdir(parents=True, exist_ok=True)
     # Before torch compiles anything in this process.
-    configure_inductor(artifacts_dir / INDUCTOR_DIRNAME)
+    recipe.configure_inductor(artifacts_dir / layout.INDUCTOR_DIRNAME)
 
     import torch
 
-    before = cache_stats()
+    before = recipe.cache_stats()
     started = time.perf_counter()
     model = load_model(model_dir, settings)
     load_seconds = time.perf_counter() - started
 
-    compile_for_serving(model, settings)
+    recipe.compile_for_serving(model, settings)
     shapes: list[ShapeTiming] = []
     with torch.no_grad():
         for batch, seq in exercised_shapes(settings):
@@ -146,25 +133,25 @@ def compile_model(model_dir: Path, settings: CompileSettings, artifacts_dir: Pat
             )
             del out, ref
             if not diff <= tol:
-                raise CompiledOutputMismatchError(
+                raise errors.CompiledOutputMismatchError(
                     f"compiled logits differ from eager by {diff:.3g} (tolerance {tol:.3g}) "
                     f"at batch {batch}, length {seq}; not publishing these artifacts"
                 )
     compile_seconds = sum(s.compiled_seconds for s in shapes)
-    after = cache_stats()
+    after = recipe.cache_stats()
 
     megacache_artifacts: dict[str, int] = {}
     saved = torch.compiler.save_cache_artifacts()
     if saved is not None:
         blob, info = saved
-        (artifacts_dir / MEGACACHE_FILENAME).write_bytes(blob)
+        (artifacts_dir / layout.MEGACACHE_FILENAME).write_bytes(blob)
         megacache_artifacts = {kind: len(keys) for kind, keys in info.artifacts.items()}
 
     aoti_seconds: float | None = None
     aoti_diff: float | None = None
     if settings.aot_inductor:
-        remove_compile_wrapping(model)
-        aoti_seconds, aoti_diff = _package_aoti(model, settings, artifacts_dir / AOTI_RELPATH)
+        recipe.remove_compile_wrapping(model)
+        aoti_seconds, aoti_diff = _package_aoti(model, settings, artifacts_dir / layout.AOTI_RELPATH)
 
     return CompileReport(
         settings_digest=settings.cache_digest(),
@@ -273,7 +260,7 @@ def _package_aoti(model: torch.nn.Module, settings: CompileSettings, package: Pa
             ids = _random_ids(model, batch_size, length, settings.device)
             d, tol = _compare(runner(ids), module(ids), settings.dtype)
             if not d <= tol:
-                raise CompiledOutputMismatchError(
+                raise errors.CompiledOutputMismatchError(
                     f"AOTInductor logits differ from eager by {d:.3g} (tolerance {tol:.3g}) "
                     f"at batch {batch_size}, length {length}"
                 )
@@ -283,10 +270,10 @@ def _package_aoti(model: torch.nn.Module, settings: CompileSettings, package: Pa
 
 def _artifact_bytes(artifacts_dir: Path) -> dict[str, int]:
     sizes: dict[str, int] = {}
-    inductor = artifacts_dir / INDUCTOR_DIRNAME
+    inductor = artifacts_dir / layout.INDUCTOR_DIRNAME
     if inductor.is_dir():
-        sizes[INDUCTOR_DIRNAME] = sum(p.stat().st_size for p in inductor.rglob("*") if p.is_file())
-    for rel in (Path(MEGACACHE_FILENAME), AOTI_RELPATH):
+        sizes[layout.INDUCTOR_DIRNAME] = sum(p.stat().st_size for p in inductor.rglob("*") if p.is_file())
+    for rel in (Path(layout.MEGACACHE_FILENAME), layout.AOTI_RELPATH):
         path = artifacts_dir / rel
         if path.is_file():
             sizes[rel.as_posix()] = path.stat().st_size

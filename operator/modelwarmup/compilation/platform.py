@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import json
 import os
 import platform
 import re
@@ -30,6 +29,8 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from typing import Any
+
+from modelwarmup.contracts import digest
 
 # Environment variables that change what Inductor generates or how fast it runs.
 _ENV_PREFIXES = (
@@ -243,7 +244,6 @@ def platform_fingerprint(device: str = "cpu") -> dict[str, str]:
     return fp
 
 
-def platform_key(fp: Mapping[str, str], length: int = 16) -> str:
-    """Short hex digest of the canonical JSON of a fingerprint."""
-    canonical = json.dumps(dict(fp), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:length]
+def platform_key(fp: Mapping[str, str]) -> str:
+    """Short hex digest of a fingerprint."""
+    return digest.digest(dict(fp))

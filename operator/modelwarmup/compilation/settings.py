@@ -5,23 +5,20 @@ modelwarmup publishes is looked up *before* anything is traced: the operator has
 whether a stored entry fits a serving pod from the settings and the platform alone. So every
 field that changes the generated code (dtype, device type, shapes and their dynamic ranges, the
 compile mode and Inductor options, regional vs whole-model compilation, AOTInductor) goes into
-:meth:`CompileSettings.cache_json`. Fields that only say how much warm-up to do do not.
+:meth:`CompileSettings.cache_fields`. Fields that only say how much warm-up to do do not.
 
 This module does not import torch, so the operator can validate and key settings without it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import model_validator
 
-Dtype = Literal["float32", "bfloat16", "float16"]
-CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
-OptionValue = str | int | float | bool
+from modelwarmup.contracts import compile as compile_contract
+from modelwarmup.contracts import digest
 
 _DEVICE = re.compile(r"^(cpu|cuda(:[0-9]+)?)$")
 # Bump when the way modelwarmup wraps a model changes (marking rules, regional discovery, ...):
@@ -29,33 +26,16 @@ _DEVICE = re.compile(r"^(cpu|cuda(:[0-9]+)?)$")
 WRAPPING_VERSION = 1
 
 
-class CompileSettings(BaseModel):
-    """How a model is compiled ahead of time and how serving processes must compile it again."""
+class CompileSettings(compile_contract.CompileFields):
+    """How a model is compiled ahead of time and how serving processes must compile it again.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    The fields of ``spec.compile`` (:class:`~modelwarmup.contracts.compile.CompileFields`), plus
+    what the worker learns elsewhere: the device it resolved and whether the repository's own
+    modelling code is trusted.
+    """
 
-    dtype: Dtype = "bfloat16"
-    """Weights and activations dtype the model is loaded in."""
     device: str = "cpu"
     """Torch device: "cpu", "cuda" or "cuda:N"."""
-    max_length: int = Field(default=2048, ge=2)
-    """Largest sequence length served; the dynamic sequence dimension is bounded by it."""
-    max_batch_size: int = Field(default=1, ge=1)
-    """Largest batch served; batches of 2 and more share one dynamic-batch graph."""
-    batch_sizes: tuple[int, ...] = (1,)
-    """Batch sizes to exercise during warm-up (1 gets its own graph: size 1 is specialized)."""
-    sequence_lengths: tuple[int, ...] = ()
-    """Sequence lengths to exercise; all lengths >= 2 share one graph, so two are plenty.
-    Empty (the default) means 16 and 64, capped at max_length. Add 1 if prompts of one token
-    are served: length 1 is specialized and gets a graph of its own."""
-    mode: CompileMode = "default"
-    """torch.compile mode."""
-    regional: bool = False
-    """Compile each repeated decoder block once instead of the whole model (much faster compile)."""
-    aot_inductor: bool = False
-    """Also export and package the model with AOTInductor (loads without a compiler at serve time)."""
-    extra_options: dict[str, OptionValue] = Field(default_factory=dict)
-    """Inductor config options passed to torch.compile(options=...), e.g. {"freezing": true}."""
     trust_remote_code: bool = False
     """Allow model repositories' own modelling code (it then is part of the compiled graph)."""
 
@@ -72,15 +52,6 @@ class CompileSettings(BaseModel):
     def _check(self) -> CompileSettings:
         if not _DEVICE.match(self.device):
             raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', not {self.device!r}")
-        if not self.batch_sizes or not self.sequence_lengths:
-            raise ValueError("batch_sizes and sequence_lengths must not be empty")
-        if any(b < 1 or b > self.max_batch_size for b in self.batch_sizes):
-            raise ValueError(f"batch_sizes must lie in 1..max_batch_size ({self.max_batch_size})")
-        if any(s < 1 or s > self.max_length for s in self.sequence_lengths):
-            raise ValueError(f"sequence_lengths must lie in 1..max_length ({self.max_length})")
-        for name in self.extra_options:
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", name):
-                raise ValueError(f"extra_options key {name!r} is not an Inductor config name")
         return self
 
     @property
@@ -106,10 +77,6 @@ class CompileSettings(BaseModel):
             "trust_remote_code": self.trust_remote_code,
         }
 
-    def cache_json(self) -> str:
-        """Canonical JSON (sorted keys, no spaces) of :meth:`cache_fields`, for the cache key."""
-        return json.dumps(self.cache_fields(), sort_keys=True, separators=(",", ":"))
-
-    def cache_digest(self, length: int = 16) -> str:
-        """Short hex digest of :meth:`cache_json`."""
-        return hashlib.sha256(self.cache_json().encode()).hexdigest()[:length]
+    def cache_digest(self) -> str:
+        """Short hex digest of :meth:`cache_fields`."""
+        return digest.digest(self.cache_fields())

@@ -12,6 +12,7 @@ import logging
 import uuid
 from typing import Any
 
+from modelwarmup import errors
 from modelwarmup.api import resource
 from modelwarmup.api.resource import ModelWarmup, ObjectMeta
 from modelwarmup.controller import conditions, kubeapi
@@ -26,7 +27,7 @@ def _create(api: KubeApi, kind: kubeapi.Kind, namespace: str, body: Manifest, lo
     try:
         api.create(kind, namespace, body)
         log.info("created %s %s", kind.plural, body["metadata"]["name"])
-    except kubeapi.ApiError as error:
+    except errors.KubeApiError as error:
         if not error.conflict:
             raise
 
@@ -77,7 +78,7 @@ def apply(api: KubeApi, mw: ModelWarmup, plan: Plan, log: Logger) -> list[str]:
         try:
             api.json_patch(kubeapi.DEPLOYMENTS, namespace, name, patch)
             log.info("wired Deployment %s to cache key %s", name, plan.status.cache_key)
-        except kubeapi.ApiError as error:
+        except errors.KubeApiError as error:
             if error.status not in (409, 422):
                 raise
             log.info("Deployment %s changed while we patched it; will retry", name)

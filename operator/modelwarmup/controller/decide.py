@@ -13,6 +13,8 @@ from typing import Any, Literal
 from modelwarmup.api.resource import ModelWarmup
 from modelwarmup.api.spec import Target
 from modelwarmup.api.status import ModelWarmupStatus, TargetStatus
+from modelwarmup.contracts import wiring
+from modelwarmup.contracts.summary import WorkerSummary
 from modelwarmup.controller import conditions, jobs, naming, serving
 from modelwarmup.controller.settings import OperatorSettings
 
@@ -31,7 +33,7 @@ class JobView:
     owner: str | None  # the ModelWarmup that created it
     phase: JobPhase
     attempts: int
-    summary: Mapping[str, Any] | None = None
+    summary: WorkerSummary | None = None
     message: str = ""
 
 
@@ -73,28 +75,30 @@ def _target_status(target: Target, view: JobView | None, own: str, *, created: s
     if view is None:
         # The Job this reconcile creates, as the next reconcile will observe it: no second write.
         return TargetStatus(**base, job=created or None, phase="Pending", message=WAITING)
-    summary = dict(view.summary or {})
+    summary = view.summary
     base.update(
         job=view.name,
         attempts=view.attempts,
-        reason=str(summary.get("reason") or ("JobFailed" if view.phase == "Failed" else "")),
-        message=(summary.get("message") or view.message or (WAITING if view.phase == "Pending" else ""))[
-            :1024
-        ],
+        reason=(summary.reason if summary else "") or ("JobFailed" if view.phase == "Failed" else ""),
+        message=(
+            (summary.message if summary else "")
+            or view.message
+            or (WAITING if view.phase == "Pending" else "")
+        )[:1024],
     )
-    if summary.get("ok"):
+    if summary is not None and summary.ok:
         base.update(
-            cache_key=summary.get("cache_key"),
-            platform={k: str(v) for k, v in (summary.get("platform") or {}).items()},
-            bytes=summary.get("bytes"),
-            download_seconds=summary.get("download_seconds"),
-            compile_seconds=summary.get("compile_seconds"),
+            cache_key=summary.entry_key,
+            platform=summary.platform,
+            bytes=summary.bytes,
+            download_seconds=summary.download_seconds,
+            compile_seconds=summary.compile_seconds,
         )
     shared = view.owner != own
     if shared:
         base["message"] = f"shares the entry of Job {view.name}: {base['message']}"
     if view.phase == "Succeeded":
-        phase = "CacheHit" if shared or summary.get("cache_hit") else "Succeeded"
+        phase = "CacheHit" if shared or (summary is not None and summary.cache_hit) else "Succeeded"
         if phase == "CacheHit":
             base["reason"] = "CacheHit"
         return TargetStatus(**base, phase=phase)
@@ -117,7 +121,7 @@ def _claim(mw: ModelWarmup) -> Manifest:
         "metadata": {
             "name": create.name,
             "namespace": mw.metadata.namespace,
-            "labels": {naming.MANAGED_BY: naming.OPERATOR},
+            "labels": {wiring.MANAGED_BY: wiring.OPERATOR},
         },
         "spec": spec,
     }
@@ -224,8 +228,8 @@ def decide(observed: Observed, settings: OperatorSettings, *, now: str) -> Plan:
 def _commit(observed: Observed, target: TargetStatus) -> str | None:
     for views in observed.jobs_by_key.values():
         for view in views:
-            if view.name == target.job and view.summary and view.summary.get("commit"):
-                return str(view.summary["commit"])
+            if view.name == target.job and view.summary is not None and view.summary.commit:
+                return view.summary.commit
     return None
 
 

@@ -21,6 +21,7 @@ from modelwarmup import errors
 from modelwarmup.api import resource
 from modelwarmup.api.resource import ModelWarmup
 from modelwarmup.api.status import ModelWarmupStatus
+from modelwarmup.contracts import wiring
 from modelwarmup.controller import apply, conditions, credentials, decide, kubeapi, naming, observe, serving
 from modelwarmup.controller.kubeapi import KubeApi
 from modelwarmup.controller.metrics import Metrics
@@ -154,7 +155,7 @@ def reconcile(runtime: Runtime, body: dict[str, Any], logger: kopf.Logger) -> No
                 plan = decide.decide(observed, runtime.settings, now=conditions.now())
                 retry = apply.apply(runtime.api, mw, plan, logger)
                 runtime.written(namespace, mw.metadata.name, apply.status_body(plan)["status"])
-        except kubeapi.ApiError as error:
+        except errors.KubeApiError as error:
             runtime.metrics.reconcile_errors.inc()
             raise kopf.TemporaryError(f"API error, will retry: {error}", delay=15) from None
         runtime.metrics.record(namespace, mw.metadata.name, mw.status, plan.status)
@@ -191,7 +192,7 @@ def _reconcile_for_job(
             return
         try:
             body = runtime.api.get(kubeapi.MODELWARMUPS, namespace, name)
-        except kubeapi.ApiError as error:
+        except errors.KubeApiError as error:
             if error.not_found:
                 return  # deleted meanwhile: its Jobs are garbage-collected
             raise
@@ -241,14 +242,14 @@ def register(
     def on_spec(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
         reconcile(memo.runtime, dict(body), logger)
 
-    @kopf.on.event("batch", "v1", "jobs", labels={naming.MANAGED_BY: naming.OPERATOR}, registry=registry)
+    @kopf.on.event("batch", "v1", "jobs", labels={wiring.MANAGED_BY: wiring.OPERATOR}, registry=registry)
     def on_job(body: kopf.Body, type: str, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
         runtime: Runtime = memo.runtime
         meta = body.get("metadata", {})
         namespace = meta.get("namespace") or "default"
         owners = {o["name"] for o in meta.get("ownerReferences") or [] if o.get("kind") == resource.KIND}
         # Resources sharing this Job's cache entry wait on it too.
-        key = (meta.get("labels") or {}).get(naming.LABEL_WARMUP_KEY, "")
+        key = (meta.get("labels") or {}).get(wiring.LABEL_WARMUP_KEY, "")
         owners |= runtime.waiting_on(namespace, key)
         for name in sorted(owners):
             _reconcile_for_job(runtime, namespace, name, dict(body), type, logger)
@@ -263,6 +264,6 @@ def register(
     def on_delete(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
         try:
             unwire(memo.runtime, dict(body), logger)
-        except kubeapi.ApiError as error:  # e.g. a Deployment changed under our patch: list again
+        except errors.KubeApiError as error:  # e.g. a Deployment changed under our patch: list again
             memo.runtime.metrics.reconcile_errors.inc()
             raise kopf.TemporaryError(f"unwiring failed, will retry: {error}", delay=2) from None

@@ -8,19 +8,18 @@ worker's permanent exit codes while transient ones are retried up to ``backoffLi
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from modelwarmup import errors
 from modelwarmup.api import resource
 from modelwarmup.api.resource import ModelWarmup
 from modelwarmup.api.spec import ModelWarmupSpec, Target
-from modelwarmup.cache import keys
+from modelwarmup.contracts import compile as compile_contract
+from modelwarmup.contracts import digest, wiring
 from modelwarmup.controller import naming
 from modelwarmup.controller.settings import OperatorSettings
 
 CONTAINER = "warm-cache"
-CACHE_MOUNT = "/cache"
 CAST_FLAG = "--allow-safetensors-weights-fp32-bf16-bidirectional-cast"
 
 
@@ -31,8 +30,8 @@ def worker_args(spec: ModelWarmupSpec, target: Target) -> list[str]:
         "warm-cache",
         "--model-path", model.repo,
         "--huggingface-model-revision", model.revision,
-        "--cache-dir", CACHE_MOUNT,
-        "--termination-log", "/dev/termination-log",
+        "--cache-dir", wiring.JOB_CACHE_MOUNT,
+        "--termination-log", wiring.TERMINATION_LOG,
     ]  # fmt: skip
     if model.trust_remote_code:
         args.append("--trust-remote-code")
@@ -53,27 +52,14 @@ def worker_args(spec: ModelWarmupSpec, target: Target) -> list[str]:
         args += ["--devices", target.devices]
     if not compile_.enabled:
         return [*args, "--no-compile"]
-    args += [
-        "--quantization-encoding", compile_.dtype,
-        CAST_FLAG,  # the spec's dtype is the user's explicit choice
-        "--max-length", str(compile_.max_length),
-        "--max-batch-size", str(compile_.max_batch_size),
-        "--batch-sizes", *map(str, compile_.batch_sizes),
-        "--compile-mode", compile_.mode,
-        "--use-subgraphs" if compile_.regional else "--no-use-subgraphs",
-    ]  # fmt: skip
-    if compile_.sequence_lengths:
-        args += ["--sequence-lengths", *map(str, compile_.sequence_lengths)]
-    if compile_.aot_inductor:
-        args.append("--aot-inductor")
-    for key, value in sorted(compile_.extra_options.items()):
-        args += ["--inductor-option", f"{key}={json.dumps(value)}"]
+    # Every compile field, in the worker's own flags (contracts.compile), defaults included.
+    args += [*compile_contract.command_line(compile_), CAST_FLAG]  # the dtype is the user's explicit choice
     return args
 
 
 def _env(spec: ModelWarmupSpec) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
-        {"name": "HF_HOME", "value": f"{CACHE_MOUNT}/hf"},
+        {"name": "HF_HOME", "value": f"{wiring.JOB_CACHE_MOUNT}/hf"},
         {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
@@ -117,15 +103,15 @@ def build_prune_job(
 
     Named after the key it keeps, so it runs once per switch; no token, no GPU, any node.
     """
-    args = ["prune", "--cache-dir", CACHE_MOUNT, "--model-path", mw.spec.model.repo]
+    args = ["prune", "--cache-dir", wiring.JOB_CACHE_MOUNT, "--model-path", mw.spec.model.repo]
     for kept in keep:
         args += ["--keep", kept]
     return _worker_job(
         mw,
-        name=naming.job_name(mw.metadata.name, "prune", keys.digest(cache_key, length=10)),
+        name=naming.job_name(mw.metadata.name, "prune", digest.digest(cache_key, length=10)),
         labels={
-            naming.MANAGED_BY: naming.OPERATOR,
-            naming.LABEL_RESOURCE: mw.metadata.name[: naming.MAX_NAME],
+            wiring.MANAGED_BY: wiring.OPERATOR,
+            wiring.LABEL_RESOURCE: mw.metadata.name[: naming.MAX_NAME],
         },
         args=args,
         env=[{"name": "PYTHONUNBUFFERED", "value": "1"}],
@@ -158,12 +144,12 @@ def _worker_job(
         "volumeMounts": [
             {
                 "name": "cache",
-                "mountPath": CACHE_MOUNT,
+                "mountPath": wiring.JOB_CACHE_MOUNT,
                 **({"subPath": spec.cache.sub_path} if spec.cache.sub_path else {}),
             },
             {"name": "tmp", "mountPath": "/tmp"},
         ],
-        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePath": wiring.TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
             "allowPrivilegeEscalation": False,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from modelwarmup import __version__
+from modelwarmup import __version__, errors
 from modelwarmup.api import resource
 
 Manifest = dict[str, Any]
@@ -44,23 +44,6 @@ PODS = Kind("", "v1", "pods")
 DEPLOYMENTS = Kind("apps", "v1", "deployments")
 CLAIMS = Kind("", "v1", "persistentvolumeclaims")
 EVENTS = Kind("", "v1", "events")
-
-
-class ApiError(Exception):
-    """The API server answered with an error status."""
-
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        self.status = status
-        self.reason = reason
-        super().__init__(f"{status} {reason}: {message}")
-
-    @property
-    def not_found(self) -> bool:
-        return self.status == 404
-
-    @property
-    def conflict(self) -> bool:
-        return self.status == 409
 
 
 class KubeApi:
@@ -149,10 +132,10 @@ def _has_labels(item: Manifest, labels: dict[str, str], label_in: tuple[str, lis
     return label_in is None or found.get(label_in[0]) in label_in[1]
 
 
-def _api_error(status: int, reason: str, body: Any) -> ApiError:
+def _api_error(status: int, reason: str, body: Any) -> errors.KubeApiError:
     message = ""
     try:
         message = json.loads(body).get("message", "")
     except (TypeError, ValueError, AttributeError):
         message = str(body or "")[:300]
-    return ApiError(status, reason, message)
+    return errors.KubeApiError(status, reason, message)

@@ -6,17 +6,9 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from modelwarmup.api import resource
 from modelwarmup.api.spec import ModelWarmupSpec, Target
-from modelwarmup.cache import keys
+from modelwarmup.contracts import digest, wiring
 
-MANAGED_BY: Final = "app.kubernetes.io/managed-by"
-OPERATOR: Final = "modelwarmup"
-LABEL_RESOURCE: Final = f"{resource.GROUP}/modelwarmup"
-LABEL_TARGET: Final = f"{resource.GROUP}/target"
-LABEL_WARMUP_KEY: Final = f"{resource.GROUP}/warmup-key"
-ANNOTATION_CACHE_KEY: Final = f"{resource.GROUP}/cache-key"
-ANNOTATION_OWNER: Final = f"{resource.GROUP}/wired-by"
 MAX_NAME: Final = 63
 
 
@@ -36,7 +28,7 @@ def warmup_inputs(spec: ModelWarmupSpec, target: Target, worker_image: str) -> d
 
 def warmup_key(spec: ModelWarmupSpec, target: Target, worker_image: str) -> str:
     """A short digest of :func:`warmup_inputs`: equal for resources that would warm the same entry."""
-    return keys.digest(warmup_inputs(spec, target, worker_image), length=10)
+    return digest.digest(warmup_inputs(spec, target, worker_image), length=10)
 
 
 def job_name(resource_name: str, target_name: str, key: str) -> str:
@@ -47,8 +39,8 @@ def job_name(resource_name: str, target_name: str, key: str) -> str:
 
 def job_labels(resource_name: str, target_name: str, key: str) -> dict[str, str]:
     return {
-        MANAGED_BY: OPERATOR,
-        LABEL_RESOURCE: resource_name[:MAX_NAME],
-        LABEL_TARGET: target_name,
-        LABEL_WARMUP_KEY: key,
+        wiring.MANAGED_BY: wiring.OPERATOR,
+        wiring.LABEL_RESOURCE: resource_name[:MAX_NAME],
+        wiring.LABEL_TARGET: target_name,
+        wiring.LABEL_WARMUP_KEY: key,
     }

@@ -7,12 +7,14 @@ Pods, one read per named Deployment (or one list by selector), one read of a cla
 from __future__ import annotations
 
 import datetime
-import json
 from collections import defaultdict
 from typing import Any
 
+from modelwarmup import errors
 from modelwarmup.api.resource import ModelWarmup
-from modelwarmup.controller import kubeapi, naming
+from modelwarmup.contracts import wiring
+from modelwarmup.contracts.summary import WorkerSummary
+from modelwarmup.controller import kubeapi
 from modelwarmup.controller.decide import JobPhase, JobView, Observed
 from modelwarmup.controller.kubeapi import KubeApi
 
@@ -57,22 +59,13 @@ def _sortable(timestamp: Any) -> float:
         return 0.0
 
 
-def parse_summary(message: str) -> dict[str, Any] | None:
-    """The worker's JSON summary, if the message is one (else the log tail kubelet fell back to)."""
-    try:
-        summary = json.loads(message)
-    except ValueError:
-        return None
-    return summary if isinstance(summary, dict) else None
-
-
 def job_views(api: KubeApi, namespace: str, keys: list[str]) -> dict[str, list[JobView]]:
     """The warm-up Jobs of these warm-up keys (any resource's), by key, with their last pod's result.
 
     Selected by the warm-up key label on the server, so a reconcile reads its own few Jobs and
     Pods however many other warm-ups the namespace holds (the Pods carry the template's labels).
     """
-    labels, label_in = {naming.MANAGED_BY: naming.OPERATOR}, (naming.LABEL_WARMUP_KEY, keys)
+    labels, label_in = {wiring.MANAGED_BY: wiring.OPERATOR}, (wiring.LABEL_WARMUP_KEY, keys)
     found = api.list(kubeapi.JOBS, namespace, labels=labels, label_in=label_in)
     if not found:
         return {}
@@ -97,15 +90,15 @@ def job_views(api: KubeApi, namespace: str, keys: list[str]) -> dict[str, list[J
             (o["name"] for o in meta.get("ownerReferences") or [] if o.get("kind") == "ModelWarmup"), None
         )
         message = max(results.get(meta["name"], [(0.0, "")]))[1]
-        summary = parse_summary(message)
-        views[labels.get(naming.LABEL_WARMUP_KEY, "")].append(
+        summary = WorkerSummary.parse(message)
+        views[labels.get(wiring.LABEL_WARMUP_KEY, "")].append(
             JobView(
                 name=meta["name"],
                 owner=owner,
                 phase=job_phase(job),
                 attempts=job_attempts(job),
                 summary=summary,
-                message=(summary or {}).get("message") or message[-500:],
+                message=(summary.message if summary is not None else "") or message[-500:],
             )
         )
     return dict(views)
@@ -146,7 +139,7 @@ def deployments(api: KubeApi, mw: ModelWarmup) -> tuple[dict[str, Manifest], tup
     for name in serving.names:
         try:
             found[name] = api.get(kubeapi.DEPLOYMENTS, namespace, name)
-        except kubeapi.ApiError as error:
+        except errors.KubeApiError as error:
             if not error.not_found:
                 raise
             missing.append(name)
@@ -158,7 +151,7 @@ def claim_exists(api: KubeApi, mw: ModelWarmup) -> bool:
         return True
     try:
         api.get(kubeapi.CLAIMS, mw.metadata.namespace or "default", mw.spec.cache.create.name)
-    except kubeapi.ApiError as error:
+    except errors.KubeApiError as error:
         if error.not_found:
             return False
         raise

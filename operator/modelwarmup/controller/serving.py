@@ -16,18 +16,17 @@ import copy
 from typing import Any
 
 from modelwarmup.api.resource import ModelWarmup
-from modelwarmup.controller import naming
+from modelwarmup.contracts import wiring
 
 CACHE_VOLUME = "modelwarmup-cache"
 RUNTIME_VOLUME = "modelwarmup-runtime"
 INIT_CONTAINER = "modelwarmup-verify"
-RUNTIME_DIR = "/opt/modelwarmup"
 OUR_ENV = (
     "HF_HOME",
     "HF_HUB_OFFLINE",
-    "MODELWARMUP_CACHE_DIR",
-    "MODELWARMUP_CACHE_KEY",
-    "MODELWARMUP_AUTOLOAD",
+    wiring.ENV_CACHE_DIR,
+    wiring.ENV_MODEL_KEY,
+    wiring.ENV_AUTOLOAD,
 )
 
 Manifest = dict[str, Any]
@@ -58,7 +57,7 @@ def _restricted() -> Manifest:
 
 
 def _strip_pythonpath(value: str) -> str:
-    parts = [p for p in value.split(":") if p and not p.startswith(RUNTIME_DIR)]
+    parts = [p for p in value.split(":") if p and not p.startswith(wiring.RUNTIME_MOUNT)]
     return ":".join(parts)
 
 
@@ -69,7 +68,7 @@ def _verify_args(mount: str, cache_key: str, repo: str) -> list[str]:
         "--cache-key", cache_key,
         "--model-path", repo,
         "--warn-only",
-        "--install-runtime", f"{RUNTIME_DIR}/python",
+        "--install-runtime", f"{wiring.RUNTIME_MOUNT}/python",
     ]  # fmt: skip
 
 
@@ -91,7 +90,7 @@ def wired_template(template: Manifest, mw: ModelWarmup, cache_key: str, runtime_
     cache_mount = {"name": CACHE_VOLUME, "mountPath": mount, "readOnly": True}
     if mw.spec.cache.sub_path:
         cache_mount["subPath"] = mw.spec.cache.sub_path
-    runtime_mount = {"name": RUNTIME_VOLUME, "mountPath": RUNTIME_DIR, "readOnly": True}
+    runtime_mount = {"name": RUNTIME_VOLUME, "mountPath": wiring.RUNTIME_MOUNT, "readOnly": True}
     for container in pod.get("containers", []):
         if serving.containers and container.get("name") not in serving.containers:
             continue
@@ -101,10 +100,13 @@ def wired_template(template: Manifest, mw: ModelWarmup, cache_key: str, runtime_
             *_without(env, (*OUR_ENV, "PYTHONPATH")),
             {"name": "HF_HOME", "value": f"{mount}/hf"},
             {"name": "HF_HUB_OFFLINE", "value": "1"},
-            {"name": "MODELWARMUP_CACHE_DIR", "value": mount},
-            {"name": "MODELWARMUP_CACHE_KEY", "value": cache_key},
-            {"name": "MODELWARMUP_AUTOLOAD", "value": "1"},
-            {"name": "PYTHONPATH", "value": ":".join(filter(None, [f"{RUNTIME_DIR}/python", pythonpath]))},
+            {"name": wiring.ENV_CACHE_DIR, "value": mount},
+            {"name": wiring.ENV_MODEL_KEY, "value": cache_key},
+            {"name": wiring.ENV_AUTOLOAD, "value": "1"},
+            {
+                "name": "PYTHONPATH",
+                "value": ":".join(filter(None, [f"{wiring.RUNTIME_MOUNT}/python", pythonpath])),
+            },
         ]
         container["volumeMounts"] = [*container.get("volumeMounts", []), cache_mount, runtime_mount]
     if serving.verify_init_container:
@@ -118,7 +120,7 @@ def wired_template(template: Manifest, mw: ModelWarmup, cache_key: str, runtime_
         }
         pod["initContainers"] = [verify, *pod.get("initContainers", [])]
     annotations = new.setdefault("metadata", {}).setdefault("annotations", {})
-    annotations[naming.ANNOTATION_CACHE_KEY] = cache_key
+    annotations[wiring.ANNOTATION_MODEL_KEY] = cache_key
     return new
 
 
@@ -132,7 +134,7 @@ def unwired_template(template: Manifest) -> Manifest:
         _filter(container, "volumeMounts", (CACHE_VOLUME, RUNTIME_VOLUME))
         if "env" in container:
             for var in container["env"]:
-                if var.get("name") == "PYTHONPATH" and RUNTIME_DIR in var.get("value", ""):
+                if var.get("name") == "PYTHONPATH" and wiring.RUNTIME_MOUNT in var.get("value", ""):
                     var["value"] = _strip_pythonpath(var["value"])
             empty_path = [
                 e["name"] for e in container["env"] if e.get("name") == "PYTHONPATH" and not e.get("value")
@@ -140,7 +142,7 @@ def unwired_template(template: Manifest) -> Manifest:
             _filter(container, "env", (*OUR_ENV, *empty_path))
     metadata = new.get("metadata", {})
     annotations = metadata.get("annotations", {})
-    annotations.pop(naming.ANNOTATION_CACHE_KEY, None)
+    annotations.pop(wiring.ANNOTATION_MODEL_KEY, None)
     if "annotations" in metadata and not annotations:
         del metadata["annotations"]  # the template as it was before we added ours
     return new
@@ -149,13 +151,13 @@ def unwired_template(template: Manifest) -> Manifest:
 def current_key(deployment: Manifest) -> str | None:
     """The cache key a Deployment's pods are wired to, if any."""
     annotations = deployment.get("spec", {}).get("template", {}).get("metadata", {}).get("annotations") or {}
-    key = annotations.get(naming.ANNOTATION_CACHE_KEY)
+    key = annotations.get(wiring.ANNOTATION_MODEL_KEY)
     return str(key) if key else None
 
 
 def wired_by(deployment: Manifest) -> str | None:
     annotations = deployment.get("metadata", {}).get("annotations") or {}
-    owner = annotations.get(naming.ANNOTATION_OWNER)
+    owner = annotations.get(wiring.ANNOTATION_WIRED_BY)
     return str(owner) if owner else None
 
 
@@ -167,13 +169,13 @@ def json_patch(deployment: Manifest, template: Manifest, *, owner: str | None) -
         patch.append({"op": "test", "path": "/metadata/resourceVersion", "value": version})
     patch.append({"op": "replace", "path": "/spec/template", "value": template})
     annotations = deployment.get("metadata", {}).get("annotations")
-    escaped = naming.ANNOTATION_OWNER.replace("~", "~0").replace("/", "~1")
+    escaped = wiring.ANNOTATION_WIRED_BY.replace("~", "~0").replace("/", "~1")
     if owner is None:
-        if annotations and naming.ANNOTATION_OWNER in annotations:
+        if annotations and wiring.ANNOTATION_WIRED_BY in annotations:
             patch.append({"op": "remove", "path": f"/metadata/annotations/{escaped}"})
     elif annotations is None:
         patch.append(
-            {"op": "add", "path": "/metadata/annotations", "value": {naming.ANNOTATION_OWNER: owner}}
+            {"op": "add", "path": "/metadata/annotations", "value": {wiring.ANNOTATION_WIRED_BY: owner}}
         )
     else:
         patch.append({"op": "add", "path": f"/metadata/annotations/{escaped}", "value": owner})

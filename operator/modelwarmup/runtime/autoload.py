@@ -20,13 +20,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-ACTIVATED = "MODELWARMUP_ACTIVATED"  # inherited by child processes: they reuse the same copy
+from modelwarmup.contracts import wiring
+
+ACTIVATED = wiring.ENV_ACTIVATED  # inherited by child processes: they reuse the same copy
 # Set while this process activates. Activation starts Python helpers of its own (Inductor's ISA
 # probe dlopens a test library in a child interpreter, under a file lock the parent holds); those
 # run sitecustomize too and must not try to activate, or they wait on that lock until the probe
 # times out and the parent concludes a different CPU (and so a different platform).
-ACTIVATING = "MODELWARMUP_ACTIVATING"
-COLD = "MODELWARMUP_COLD"  # set once a process decided to start cold: its children do not ask again
+ACTIVATING = wiring.ENV_ACTIVATING
+COLD = wiring.ENV_COLD  # set once a process decided to start cold: its children do not ask again
 
 
 def _warn(message: str) -> None:
@@ -62,7 +64,8 @@ def select_entry(cache_dir: Path, model_key: str, fingerprint: Mapping[str, str]
         return None, f"no complete entry for {model_key} in {cache_dir}"
     differences = []
     for other in others:
-        built = (layout.read_manifest(other) or {}).get("platform", {})
+        found = layout.read_manifest(other)
+        built = found["platform"] if found is not None else {}
         changed = sorted(k for k in set(built) | set(fingerprint) if built.get(k) != fingerprint.get(k))
         shown = ", ".join(f"{k}: built {built.get(k)!r}, here {fingerprint.get(k)!r}" for k in changed[:4])
         differences.append(f"{other.name} differs in {shown}")
@@ -73,10 +76,10 @@ def report_stats_after_compile() -> None:
     """Log torch's cache hits and misses after each compilation (the first one tells warm from cold)."""
     from torch._dynamo.callback import callback_handler
 
-    from modelwarmup.runtime import loader
+    from modelwarmup.compilation import recipe
 
     def _report(*_: Any) -> None:
-        stats = loader.cache_stats()
+        stats = recipe.cache_stats()
         print(
             "modelwarmup: " + json.dumps({"compile_cache": stats}, sort_keys=True),
             file=sys.stderr,
@@ -107,24 +110,24 @@ def _gauge(gauge_class: Any) -> Any:
 
 def activate_from_env(environ: Mapping[str, str] = os.environ) -> Path | None:
     """Activate the warmed entry named by the environment; returns it, or None when cold."""
-    if environ.get("MODELWARMUP_AUTOLOAD") != "1" or environ.get(ACTIVATING) or environ.get(COLD):
+    if environ.get(wiring.ENV_AUTOLOAD) != "1" or environ.get(ACTIVATING) or environ.get(COLD):
         return None
     try:
-        from modelwarmup.compilation import platform
+        from modelwarmup.compilation import platform, recipe
         from modelwarmup.runtime import loader
 
-        loader.pin_environment()  # before torch is imported: the same switches as the worker
+        recipe.pin_environment()  # before torch is imported: the same switches as the worker
         cache_dir, model_key = (
-            Path(environ.get("MODELWARMUP_CACHE_DIR", "")),
-            environ.get("MODELWARMUP_CACHE_KEY", ""),
+            Path(environ.get(wiring.ENV_CACHE_DIR, "")),
+            environ.get(wiring.ENV_MODEL_KEY, ""),
         )
         if not model_key or not cache_dir.is_dir():
             _cold(
-                f"MODELWARMUP_CACHE_DIR={cache_dir} / MODELWARMUP_CACHE_KEY={model_key!r} do not name a cache"
+                f"{wiring.ENV_CACHE_DIR}={cache_dir} / {wiring.ENV_MODEL_KEY}={model_key!r} do not name a cache"
             )
             return None
         if environ.get(ACTIVATED):  # a child of an activated process: same platform, same copy
-            loader.configure_inductor(Path(environ[ACTIVATED]))
+            recipe.configure_inductor(Path(environ[ACTIVATED]))
             return Path(environ[ACTIVATED])
         os.environ[ACTIVATING] = str(os.getpid())
         try:
@@ -148,11 +151,11 @@ def activate_from_env(environ: Mapping[str, str] = os.environ) -> Path | None:
         return None
 
 
-SITECUSTOMIZE = """\
+SITECUSTOMIZE = f"""\
 # Written by `modelwarmup verify --install-runtime`: start this Python process from the warmed cache.
 import os as _os
 
-if _os.environ.get("MODELWARMUP_AUTOLOAD") == "1":
+if _os.environ.get({wiring.ENV_AUTOLOAD!r}) == "1":
     try:
         from modelwarmup.runtime import autoload as _autoload
 
@@ -160,7 +163,7 @@ if _os.environ.get("MODELWARMUP_AUTOLOAD") == "1":
     except Exception as _error:  # never take the server down
         import sys as _sys
 
-        print(f"modelwarmup: WARNING: {_error}; starting cold", file=_sys.stderr)
+        print(f"modelwarmup: WARNING: {{_error}}; starting cold", file=_sys.stderr)
 """
 
 

@@ -16,15 +16,11 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from modelwarmup import errors
 from modelwarmup.cache import keys, layout
 from modelwarmup.cache.layout import CacheLayout
-
-EXIT_MATCH = 0
-EXIT_MISSING = 20
-EXIT_INCOMPLETE = 21
-EXIT_OTHER_PLATFORM = 22
+from modelwarmup.contracts import manifest
 
 # Fingerprint keys that describe the node rather than the software in a container.
 HARDWARE_KEYS = (
@@ -66,10 +62,10 @@ def _candidates(cache: CacheLayout, model_key: str | None, repo: str | None) -> 
             if entry.name.startswith(".") or not entry.is_dir():
                 incomplete += entry.name.endswith(".tmp")
                 continue
-            manifest = layout.read_manifest(entry)
-            if manifest is None:
+            found = layout.read_manifest(entry)
+            if found is None:
                 incomplete += 1
-            elif repo is None or manifest.get("repo") == repo:
+            elif repo is None or found["repo"] == repo:
                 complete.append(entry)
     return complete, incomplete
 
@@ -89,25 +85,32 @@ def verify(cache: CacheLayout, *, model_key: str | None, repo: str | None, node:
     if not complete:
         if incomplete:
             return Verdict(
-                EXIT_INCOMPLETE,
+                errors.EXIT_VERIFY_INCOMPLETE,
                 "Incomplete",
                 f"{what}: only incomplete entries (no manifest) in {cache.compiled}",
             )
-        return Verdict(EXIT_MISSING, "Missing", f"{what}: no entry in {cache.compiled}")
+        return Verdict(errors.EXIT_VERIFY_MISSING, "Missing", f"{what}: no entry in {cache.compiled}")
     mismatches: list[str] = []
     for entry in complete:
-        manifest: dict[str, Any] = layout.read_manifest(entry) or {}
-        if manifest.get("platform_key") == "portable":
+        found = layout.read_manifest(entry)
+        if found is None:  # removed since it was listed (a prune)
+            continue
+        if found["platform_key"] == manifest.DOWNLOAD_ONLY_PLATFORM:
             return Verdict(
-                EXIT_MATCH, "Match", f"{entry.parent.name}/{entry.name}: weights only, any platform", entry
+                errors.EXIT_OK,
+                "Match",
+                f"{entry.parent.name}/{entry.name}: weights only, any platform",
+                entry,
             )
-        differences = hardware_differences(manifest.get("platform", {}), node)
+        differences = hardware_differences(found["platform"], node)
         if not differences:
-            return Verdict(EXIT_MATCH, "Match", f"{entry.parent.name}/{entry.name} matches this node", entry)
+            return Verdict(
+                errors.EXIT_OK, "Match", f"{entry.parent.name}/{entry.name} matches this node", entry
+            )
         shown = ", ".join(f"{k}: built {a!r}, here {b!r}" for k, (a, b) in differences.items())
         mismatches.append(f"{entry.name} ({shown})")
     return Verdict(
-        EXIT_OTHER_PLATFORM,
+        errors.EXIT_VERIFY_OTHER_PLATFORM,
         "OtherPlatform",
         f"{what}: entries only for other platforms: {'; '.join(mismatches)}",
     )
@@ -129,11 +132,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def run(args: argparse.Namespace) -> int:
-    from modelwarmup.compilation import platform
-    from modelwarmup.runtime import loader
-    from modelwarmup.worker import devices
+    from modelwarmup.compilation import devices, platform, recipe
 
-    loader.pin_environment()  # fingerprint the node as the worker and the loader do
+    recipe.pin_environment()  # fingerprint the node as the worker and the loader do
 
     if args.install_runtime is not None:
         from modelwarmup.runtime import autoload
@@ -150,14 +151,14 @@ def run(args: argparse.Namespace) -> int:
     line = json.dumps(
         {"verify": verdict.reason, "message": verdict.message, "entry": str(verdict.entry or "")}
     )
-    if verdict.code == EXIT_MATCH:
+    if verdict.code == errors.EXIT_OK:
         print(line)
-        return EXIT_MATCH
+        return errors.EXIT_OK
     print(line, file=sys.stderr)
     if args.warn_only:
         print(
             "modelwarmup verify: WARNING: the server will start cold (it compiles on its own)",
             file=sys.stderr,
         )
-        return EXIT_MATCH
+        return errors.EXIT_OK
     return verdict.code

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 
 from modelwarmup import errors
+from modelwarmup.contracts import wiring
+from modelwarmup.contracts.summary import WorkerSummary
 from modelwarmup.worker import options, report
 
 # huggingface_hub reads these at import time; the worker sets them before it imports it.
@@ -28,15 +30,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def run(args: argparse.Namespace) -> int:
-    from modelwarmup.runtime import loader
+    from modelwarmup.compilation import recipe
 
-    loader.pin_environment()  # before torch is imported, as serving processes do
+    recipe.pin_environment()  # before torch is imported, as serving processes do
     report.configure_logging()
     for name, value in HUB_ENV_DEFAULTS.items():
         os.environ.setdefault(name, value)
     if not os.isatty(2):
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    termination_log = Path(args.termination_log or "/dev/termination-log")
+    termination_log = Path(args.termination_log or wiring.TERMINATION_LOG)
     try:
         from modelwarmup.worker import request as request_module
 
@@ -47,22 +49,15 @@ def run(args: argparse.Namespace) -> int:
 
         summary = warm.warm_cache(request, os.environ)
     except errors.ModelWarmupError as error:
-        report.write_summary(
-            {"ok": False, "reason": error.reason, "message": str(error), "permanent": error.permanent},
-            termination_log,
-        )
+        failure = WorkerSummary(ok=False, reason=error.reason, message=str(error), permanent=error.permanent)
+        report.write_summary(failure, termination_log)
         raise
     except Exception as error:  # a bug or an environment problem: still tell the operator (exit 1, retried)
         first_line = (str(error).strip().splitlines() or [""])[0][:300]
-        report.write_summary(
-            {
-                "ok": False,
-                "reason": errors.ModelWarmupError.reason,
-                "message": f"{type(error).__name__}: {first_line}",
-                "permanent": False,
-            },
-            termination_log,
+        failure = WorkerSummary(
+            ok=False, reason=errors.ModelWarmupError.reason, message=f"{type(error).__name__}: {first_line}"
         )
+        report.write_summary(failure, termination_log)
         raise
     report.write_summary(summary, termination_log)
     return errors.EXIT_OK

@@ -148,7 +148,7 @@ def resolve(request: RepoRequest, hub: HubClient) -> ResolvedRepo:
         by_path = {f.path: f for f in weight_listing}
         missing = [p for p in request.weight_paths if p not in by_path]
         if missing:
-            raise hub_errors.FileNotOnHub(
+            raise errors.FileNotOnHub(
                 f"weight file(s) {', '.join(missing)} not in {request.repo}@{weight_commit[:12]}"
             )
         weights = tuple(by_path[p] for p in request.weight_paths)
@@ -159,12 +159,12 @@ def resolve(request: RepoRequest, hub: HubClient) -> ResolvedRepo:
             if f.path.endswith(".safetensors") and "/" not in f.path and not _matches(f.path, ignore_patterns)
         )
     if not weights:
-        raise hub_errors.FileNotOnHub(
+        raise errors.FileNotOnHub(
             f"{request.repo}@{weight_commit[:12]} has no safetensors weights at its top level; "
             "modelwarmup downloads safetensors only (name other files with --weight-path)"
         )
     if request.role != "lora" and not any(f.path == "config.json" for f in files):
-        raise hub_errors.FileNotOnHub(f"{request.repo}@{commit[:12]} has no config.json")
+        raise errors.FileNotOnHub(f"{request.repo}@{commit[:12]} has no config.json")
     return ResolvedRepo(
         request=request, commit=commit, weight_commit=weight_commit, files=files, weights=weights
     )
@@ -185,7 +185,7 @@ def _verify_small_file(path: Path, remote: RemoteFile, where: str) -> None:
         blob = path.resolve()
         blob.unlink(missing_ok=True)
         path.unlink(missing_ok=True)
-        raise hub_errors.ChecksumMismatch(
+        raise errors.ChecksumMismatch(
             f"{where}/{remote.path}: content does not match the hub's git blob id; removed"
         )
 

@@ -1,4 +1,4 @@
-"""Map huggingface_hub's exceptions onto modelwarmup's permanent and transient errors.
+"""Map huggingface_hub's exceptions onto modelwarmup's permanent and transient errors (errors.py).
 
 The operator's Job fails fast on a permanent failure (the repository, revision or file does not
 exist; the repository is gated and the token has no access; the token is bad) and retries a
@@ -11,36 +11,6 @@ from __future__ import annotations
 from modelwarmup import errors
 
 
-class RepositoryNotFound(errors.PermanentError, LookupError):
-    reason = "RepositoryNotFound"
-
-
-class RevisionNotFound(errors.PermanentError, LookupError):
-    reason = "RevisionNotFound"
-
-
-class FileNotOnHub(errors.PermanentError, FileNotFoundError):
-    reason = "FileNotFound"
-
-
-class GatedRepository(errors.PermanentError, PermissionError):
-    reason = "GatedRepository"
-
-
-class BadToken(errors.PermanentError, PermissionError):
-    reason = "Unauthorized"
-
-
-class HubUnavailable(errors.TransientError, ConnectionError):
-    reason = "HubUnavailable"
-
-
-class ChecksumMismatch(errors.TransientError):
-    """A downloaded file's sha256 differs from the hub's metadata; the file was removed."""
-
-    reason = "ChecksumMismatch"
-
-
 def translate(error: BaseException, *, repo: str, revision: str) -> errors.ModelWarmupError:
     """The modelwarmup error for a huggingface_hub (or network) exception."""
     import httpx2
@@ -48,31 +18,31 @@ def translate(error: BaseException, *, repo: str, revision: str) -> errors.Model
 
     where = f"{repo}@{revision}"
     if isinstance(error, hf.GatedRepoError):
-        return GatedRepository(
+        return errors.GatedRepository(
             f"{where} is gated and the token has no access (request access on the hub, or set tokenSecretRef)"
         )
     if isinstance(error, hf.RevisionNotFoundError):
-        return RevisionNotFound(f"revision {revision!r} not found in {repo}")
+        return errors.RevisionNotFound(f"revision {revision!r} not found in {repo}")
     if isinstance(error, hf.RemoteEntryNotFoundError | hf.EntryNotFoundError):
-        return FileNotOnHub(f"a file of {where} is not on the hub: {_first_line(error)}")
+        return errors.FileNotOnHub(f"a file of {where} is not on the hub: {_first_line(error)}")
     if isinstance(error, hf.RepositoryNotFoundError):
         status = _status(error)
         if status == 401 and "invalid" in str(error).lower():
-            return BadToken(f"the hub refused the token for {repo} (401 Unauthorized)")
-        return RepositoryNotFound(f"repository {repo} not found, or private without a valid token")
+            return errors.BadToken(f"the hub refused the token for {repo} (401 Unauthorized)")
+        return errors.RepositoryNotFound(f"repository {repo} not found, or private without a valid token")
     if isinstance(error, hf.HfHubHTTPError):
         status = _status(error)
         if status == 401:
-            return BadToken(f"the hub refused the token for {repo} (401 Unauthorized)")
+            return errors.BadToken(f"the hub refused the token for {repo} (401 Unauthorized)")
         if status is not None and 400 <= status < 500 and status not in (408, 429):
             return errors.PermanentError(f"the hub answered {status} for {where}: {_first_line(error)}")
-        return HubUnavailable(f"the hub answered {status} for {where}; will retry")
+        return errors.HubUnavailable(f"the hub answered {status} for {where}; will retry")
     if isinstance(error, httpx2.HTTPError | ConnectionError | TimeoutError | hf.OfflineModeIsEnabled):
-        return HubUnavailable(
+        return errors.HubUnavailable(
             f"cannot reach the hub for {where}: {type(error).__name__}: {_first_line(error)}"
         )
     if isinstance(error, hf.LocalEntryNotFoundError):
-        return HubUnavailable(f"cannot reach the hub for {where} and the file is not cached")
+        return errors.HubUnavailable(f"cannot reach the hub for {where} and the file is not cached")
     raise error
 
 

@@ -8,13 +8,8 @@ import struct
 from pathlib import Path
 
 from modelwarmup import errors
-from modelwarmup.worker.request import InvalidOptionError
 
 _SAFETENSORS_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
-
-
-class WeightDtypeMismatch(errors.PermanentError, ValueError):
-    reason = "WeightDtypeMismatch"
 
 
 def safetensors_dtypes(path: Path) -> set[str]:
@@ -31,7 +26,7 @@ def check_weight_dtype(weights: list[Path], requested: str, allow_cast: bool) ->
     floating = stored & set(_SAFETENSORS_DTYPES.values())
     if not floating or floating == {requested} or allow_cast:
         return
-    raise WeightDtypeMismatch(
+    raise errors.WeightDtypeMismatch(
         f"the weights are {', '.join(sorted(floating))} but --quantization-encoding is {requested}; "
         "pass --allow-safetensors-weights-fp32-bf16-bidirectional-cast to cast, or request the stored dtype"
     )
@@ -47,19 +42,19 @@ def register_custom_architectures(specs: tuple[str, ...]) -> list[str]:
         try:
             module = importlib.import_module(module_name)
         except ImportError as error:
-            raise InvalidOptionError(
+            raise errors.InvalidOptionError(
                 f"--custom-architectures {spec}: cannot import {module_name}: {error}"
             ) from None
         architectures = getattr(module, attribute or "ARCHITECTURES", None)
         if not isinstance(architectures, list | tuple):
-            raise InvalidOptionError(
+            raise errors.InvalidOptionError(
                 f"--custom-architectures {spec}: {module_name} has no ARCHITECTURES list"
             )
         for model_class in architectures:
             config_class = getattr(model_class, "config_class", None)
             model_type = getattr(config_class, "model_type", None)
             if config_class is None or not model_type:
-                raise InvalidOptionError(
+                raise errors.InvalidOptionError(
                     f"--custom-architectures {spec}: {model_class!r} has no config_class with a model_type"
                 )
             AutoConfig.register(model_type, config_class, exist_ok=True)

@@ -9,8 +9,16 @@ reason). The argparse parser and docs/cli.md are both generated from this table.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field
+import re
+import typing
+from dataclasses import dataclass
 from typing import Any, Literal
+
+from pydantic.alias_generators import to_camel
+from pydantic.fields import FieldInfo
+
+from modelwarmup.contracts import compile as compile_contract
+from modelwarmup.contracts import wiring
 
 Support = Literal["supported", "recorded", "rejected"]
 Kind = Literal["value", "flag", "list"]
@@ -30,14 +38,14 @@ class Option:
     default: Any = None
     value_type: type = str
     why: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    compile_field: str | None = None  # the CompileFields field this option sets
 
     @property
     def dest(self) -> str:
         return self.name.replace("-", "_")
 
 
-SUPPORTED_ENCODINGS = ("float32", "bfloat16", "float16")
+SUPPORTED_ENCODINGS = compile_contract.DTYPES
 SEED_ENCODINGS = ("q4_k", "q4_0", "q6_k", "float8_e4m3fn", "float4_e2m1fnx2", "gptq")
 CAST = "allow-safetensors-weights-fp32-bf16-bidirectional-cast"
 CAST_MISSPELT = "allow-safetensors-weights-fp32-bf6-bidirectional-cast"
@@ -77,30 +85,6 @@ _SUPPORTED = [
     ),
     Option(
         "devices", "supported", "cpu, gpu (first GPU) or gpu:0,1; default: the first GPU if any, else CPU."
-    ),
-    Option(
-        "quantization-encoding",
-        "supported",
-        "Weight dtype to compile in.",
-        choices=SUPPORTED_ENCODINGS,
-        why="GGUF/GPTQ/FP8/FP4 encodings of the seed ("
-        + ", ".join(SEED_ENCODINGS)
-        + ") have no torch.compile path here and are rejected.",
-    ),
-    Option(
-        "max-length",
-        "supported",
-        "Longest sequence served; graphs are dynamic in length up to this.",
-        value_type=int,
-        default=2048,
-    ),
-    Option("max-batch-size", "supported", "Largest batch served.", value_type=int, default=1),
-    Option(
-        "use-subgraphs",
-        "supported",
-        "Compile the repeated decoder block once (regional compilation).",
-        kind="flag",
-        default=True,
     ),
     Option(
         CAST,
@@ -188,52 +172,13 @@ _OURS = [
         default=True,
         ours=True,
     ),
-    Option(
-        "batch-sizes",
-        "supported",
-        "Batch sizes to pre-compile (default: 1).",
-        kind="list",
-        value_type=int,
-        ours=True,
-    ),
-    Option(
-        "sequence-lengths",
-        "supported",
-        "Sequence lengths to run while warming.",
-        kind="list",
-        value_type=int,
-        ours=True,
-    ),
-    Option(
-        "compile-mode",
-        "supported",
-        "torch.compile mode.",
-        choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
-        default="default",
-        ours=True,
-    ),
-    Option(
-        "aot-inductor",
-        "supported",
-        "Also build an AOTInductor package.",
-        kind="flag",
-        default=False,
-        ours=True,
-    ),
-    Option(
-        "inductor-option",
-        "supported",
-        "KEY=VALUE Inductor option (JSON value); repeatable.",
-        kind="list",
-        ours=True,
-    ),
     Option("token-file", "supported", "File holding the Hugging Face token (else HF_TOKEN).", ours=True),
     Option(
         "termination-log",
         "supported",
         "Where the JSON summary is also written.",
         ours=True,
-        default="/dev/termination-log",
+        default=wiring.TERMINATION_LOG,
     ),
     Option(
         "lock-timeout",
@@ -312,9 +257,66 @@ _REJECTED = [
     ),
 ]
 
+# Compile flags the seed has (the others are modelwarmup's own), and notes beside their help.
+_SEED_COMPILE_FLAGS = frozenset({"quantization-encoding", "max-length", "max-batch-size", "use-subgraphs"})
+_COMPILE_NOTES = {
+    "dtype": "GGUF/GPTQ/FP8/FP4 encodings of the seed ("
+    + ", ".join(SEED_ENCODINGS)
+    + ") have no torch.compile path here and are rejected.",
+    "extra_options": "KEY=VALUE, the value as JSON; repeatable.",
+}
+
+
+def camel_to_flags(text: str) -> str:
+    """A compile field's docs or errors name its siblings in the resource's spelling (maxLength);
+    on the command line they are flags (--max-length)."""
+    for name in compile_contract.CompileFields.model_fields:
+        if to_camel(name) != name:  # one-word names (dtype, mode) are plain words in the text
+            text = re.sub(rf"\b{to_camel(name)}\b", f"--{compile_contract.flag(name)}", text)
+    return text
+
+
+def _compile_option(name: str, info: FieldInfo) -> Option:
+    """The option for one compile field: its flag, kind, choices, default and help, from the field."""
+    annotation = info.annotation
+    flag = compile_contract.flag(name)
+    kind: Kind = "value"
+    value_type: type = str
+    choices: tuple[str, ...] = ()
+    if annotation is bool:
+        kind = "flag"
+    elif typing.get_origin(annotation) in (tuple, dict):
+        kind = "list"
+        args = typing.get_args(annotation)
+        value_type = int if typing.get_origin(annotation) is tuple and args and args[0] is not str else str
+    elif typing.get_origin(annotation) is typing.Literal:
+        choices = tuple(typing.get_args(annotation))
+    elif annotation is int:
+        value_type = int
+    default = info.get_default(call_default_factory=True)
+    help_text = camel_to_flags(" ".join((info.description or "").split()))
+    return Option(
+        flag,
+        "supported",
+        help_text,
+        kind=kind,
+        choices=choices,
+        ours=flag not in _SEED_COMPILE_FLAGS,
+        default=default if default not in ((), {}) else None,
+        value_type=value_type,
+        why=_COMPILE_NOTES.get(name, ""),
+        compile_field=name,
+    )
+
+
+COMPILE_OPTIONS: tuple[Option, ...] = tuple(
+    _compile_option(name, info) for name, info in compile_contract.CompileFields.model_fields.items()
+)
+
 RECORD_WHY = "Concerns a running server only: recorded in the manifest for it, not part of the cache key."
 OPTIONS: tuple[Option, ...] = (
     *_SUPPORTED,
+    *COMPILE_OPTIONS,
     *_OURS,
     *(Option(n, "recorded", h, why=RECORD_WHY) for n, h in _SERVER_ONLY_VALUES),
     *(Option(n, "recorded", h, kind="flag", why=RECORD_WHY) for n, h in _SERVER_ONLY_FLAGS),

@@ -1,8 +1,7 @@
 """What the worker tells the world: one structured line per phase, and a JSON summary at the end.
 
 The summary goes to stdout and to the Kubernetes termination-message file, from which the
-operator reads it on the Pod (status.containerStatuses[].state.terminated.message, 4 KiB at most,
-so the summary is kept small). Nothing here ever holds a token: values are built from our own
+operator reads it on the Pod (:mod:`modelwarmup.contracts.summary` fits it into 4 KiB). Nothing here ever holds a token: values are built from our own
 data structures, which never carry one.
 """
 
@@ -17,8 +16,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from modelwarmup.contracts.summary import WorkerSummary
+
 log = logging.getLogger("modelwarmup.worker")
-TERMINATION_MESSAGE_LIMIT = 4096
 
 
 def configure_logging() -> None:
@@ -42,21 +42,13 @@ def timed(phase: str, **fields: Any) -> Iterator[dict[str, Any]]:
     phase_line(phase, seconds=round(time.monotonic() - started, 3), **fields, **extra)
 
 
-def write_summary(summary: dict[str, Any], termination_log: Path | None) -> None:
-    """Print the summary as JSON on stdout and, trimmed to Kubernetes' limit, to the termination log."""
-    text = json.dumps(summary, sort_keys=True, default=str)
-    print(text, flush=True)
+def write_summary(summary: WorkerSummary, termination_log: Path | None) -> None:
+    """Print the summary as JSON on stdout and, within Kubernetes' limit, to the termination log."""
+    print(summary.to_json(), flush=True)
     if termination_log is None:
         return
-    if len(text.encode()) > TERMINATION_MESSAGE_LIMIT:
-        keep = {
-            k: summary[k]
-            for k in ("ok", "reason", "message", "cache_key", "model_key", "platform_key")
-            if k in summary
-        }
-        text = json.dumps(keep, sort_keys=True, default=str)[:TERMINATION_MESSAGE_LIMIT]
     try:
         termination_log.parent.mkdir(parents=True, exist_ok=True)
-        termination_log.write_text(text, encoding="utf-8")
+        termination_log.write_text(summary.termination_message(), encoding="utf-8")
     except OSError as error:  # outside a pod /dev/termination-log is usually not writable
         log.debug("termination log %s not written: %s", termination_log, error)

@@ -18,15 +18,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 
 from modelwarmup import errors
-from modelwarmup.api.spec import REPO_ID, REVISION
+from modelwarmup.api.spec import DEVICES, REPO_ID, REVISION
 from modelwarmup.compilation.settings import CompileSettings
+from modelwarmup.contracts import compile as compile_contract
 from modelwarmup.worker import options
-
-
-class InvalidOptionError(errors.PermanentError, ValueError):
-    """A warm-cache option has a value modelwarmup cannot use."""
-
-    reason = "InvalidOption"
 
 
 class RepoRequest(BaseModel):
@@ -72,15 +67,15 @@ def _config_values(path: str, section: str | None) -> dict[str, Any]:
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as error:
-        raise InvalidOptionError(f"--config-file {path}: cannot read it: {error}") from None
+        raise errors.InvalidOptionError(f"--config-file {path}: cannot read it: {error}") from None
     if section is not None:
         if section not in data:
-            raise InvalidOptionError(
+            raise errors.InvalidOptionError(
                 f"--section-name {section!r} is not in {path}; it has: {', '.join(map(str, data)) or 'nothing'}"
             )
         data = data[section]
     if not isinstance(data, dict):
-        raise InvalidOptionError(f"--config-file {path}: expected a mapping of option names to values")
+        raise errors.InvalidOptionError(f"--config-file {path}: expected a mapping of option names to values")
     values: dict[str, Any] = {}
     known = {o.dest for o in options.OPTIONS}
     for key, value in data.items():
@@ -88,7 +83,7 @@ def _config_values(path: str, section: str | None) -> dict[str, Any]:
         if dest == options.CAST_MISSPELT.replace("-", "_"):
             dest = options.CAST.replace("-", "_")
         if dest not in known:
-            raise InvalidOptionError(f"--config-file {path}: unknown option {key!r}")
+            raise errors.InvalidOptionError(f"--config-file {path}: unknown option {key!r}")
         values[dest] = value
     return values
 
@@ -107,7 +102,7 @@ def merged_values(args: argparse.Namespace) -> dict[str, Any]:
 
 def _check_repo(flag: str, repo: Any) -> str:
     if not isinstance(repo, str) or not re.fullmatch(REPO_ID, repo) or "--" in repo or ".." in repo:
-        raise InvalidOptionError(f"--{flag} {repo!r} is not a Hugging Face repo id (like 'org/name')")
+        raise errors.InvalidOptionError(f"--{flag} {repo!r} is not a Hugging Face repo id (like 'org/name')")
     return repo
 
 
@@ -115,7 +110,7 @@ def _check_revision(flag: str, revision: Any) -> str | None:
     if revision is None:
         return None
     if not isinstance(revision, str) or not re.fullmatch(REVISION, revision):
-        raise InvalidOptionError(f"--{flag} {revision!r} is not a branch, tag or commit")
+        raise errors.InvalidOptionError(f"--{flag} {revision!r} is not a branch, tag or commit")
     return revision
 
 
@@ -133,7 +128,7 @@ def _inductor_options(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise InvalidOptionError(f"--inductor-option {item!r}: expected KEY=VALUE")
+            raise errors.InvalidOptionError(f"--inductor-option {item!r}: expected KEY=VALUE")
         try:
             parsed[key] = json.loads(raw)
         except json.JSONDecodeError:
@@ -154,7 +149,37 @@ def _compile_settings(fields: dict[str, Any]) -> CompileSettings:
     try:
         return CompileSettings.model_validate(fields)
     except pydantic.ValidationError as error:
-        raise InvalidOptionError("; ".join(errors.describe_validation_error(error, root="compile"))) from None
+        raise errors.InvalidOptionError("; ".join(_flag_problems(error, fields))) from None
+
+
+def _flag_problems(error: pydantic.ValidationError, fields: dict[str, Any]) -> list[str]:
+    """Validation errors of the compile settings, each naming the flag that set the field."""
+    problems = []
+    for item in error.errors(include_url=False):
+        name = str(item["loc"][0]) if item["loc"] else ""
+        message = options.camel_to_flags(item["msg"].removeprefix("Value error, "))
+        if name in compile_contract.CompileFields.model_fields:
+            value = fields.get(name)
+            shown = " ".join(map(str, value)) if isinstance(value, tuple) else value
+            problems.append(f"--{compile_contract.flag(name)} {shown!r}: {message}")
+        else:
+            problems.append(f"{name or 'compile settings'}: {message}")
+    return problems
+
+
+def _compile_fields(values: dict[str, Any]) -> dict[str, Any]:
+    """The compile settings' fields from the option values, each read from its own flag."""
+    fields: dict[str, Any] = {}
+    for option in options.COMPILE_OPTIONS:
+        value = values.get(option.dest)
+        if value is None or option.compile_field is None:
+            continue  # the field's own default
+        if option.compile_field == "extra_options":
+            value = _inductor_options(value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        fields[option.compile_field] = value
+    return fields
 
 
 def with_device(settings: CompileSettings, device: str) -> CompileSettings:
@@ -163,42 +188,21 @@ def with_device(settings: CompileSettings, device: str) -> CompileSettings:
 
 
 def build_request(args: argparse.Namespace) -> WarmCacheRequest:
-    """Validate the parsed command line into a request; raises InvalidOptionError."""
+    """Validate the parsed command line into a request; raises errors.InvalidOptionError."""
     values = merged_values(args)
     for dest, option in options.REJECTED.items():
         if values.get(dest) is not None:
-            raise InvalidOptionError(f"--{option.name} is not supported: {option.why}")
+            raise errors.InvalidOptionError(f"--{option.name} is not supported: {option.why}")
     if not values.get("model_path"):
-        raise InvalidOptionError("--model-path is required (a Hugging Face repo id like 'org/name')")
+        raise errors.InvalidOptionError("--model-path is required (a Hugging Face repo id like 'org/name')")
 
-    encoding = values.get("quantization_encoding") or "bfloat16"
-    if encoding not in options.SUPPORTED_ENCODINGS:
-        raise InvalidOptionError(
-            f"--quantization-encoding {encoding!r} is not supported; supported: {', '.join(options.SUPPORTED_ENCODINGS)}"
-        )
-    mode = values["compile_mode"]
-    mode_choices = next(o.choices for o in options.OPTIONS if o.dest == "compile_mode")
-    if mode not in mode_choices:
-        raise InvalidOptionError(
-            f"--compile-mode {mode!r} is not supported; supported: {', '.join(mode_choices)}"
-        )
     devices = values.get("devices")
-    if devices is not None and not re.fullmatch(r"cpu|gpu(:[0-9]+(,[0-9]+)*)?", str(devices)):
-        raise InvalidOptionError(f"--devices {devices!r}: use cpu, gpu or gpu:0,1")
-
-    max_length, max_batch = int(values["max_length"]), int(values["max_batch_size"])
-    if max_length < 1 or max_batch < 1:
-        raise InvalidOptionError("--max-length and --max-batch-size must be >= 1")
-    batch_sizes = tuple(values.get("batch_sizes") or [1])
-    lengths = tuple(values.get("sequence_lengths") or [])
-    if any(b < 1 or b > max_batch for b in batch_sizes):
-        raise InvalidOptionError(
-            f"--batch-sizes {list(batch_sizes)}: each must be between 1 and --max-batch-size ({max_batch})"
-        )
-    if any(n < 1 or n > max_length for n in lengths):
-        raise InvalidOptionError(
-            f"--sequence-lengths {list(lengths)}: each must be between 1 and --max-length ({max_length})"
-        )
+    if devices is not None and not re.fullmatch(DEVICES, str(devices)):
+        raise errors.InvalidOptionError(f"--devices {devices!r}: use cpu, gpu or gpu:0,1")
+    # Checked before anything is downloaded, also with --no-compile.
+    compile_settings = _compile_settings(
+        {**_compile_fields(values), "trust_remote_code": bool(values["trust_remote_code"])}
+    )
 
     model_revision = (
         _check_revision("huggingface-model-revision", values["huggingface_model_revision"]) or "main"
@@ -231,29 +235,13 @@ def build_request(args: argparse.Namespace) -> WarmCacheRequest:
             trust_remote_code=bool(values["draft_trust_remote_code"]),
             role="draft",
         )
-    compile_settings = None
-    if values["compile"]:
-        settings: dict[str, Any] = {
-            "dtype": encoding,
-            "max_length": max_length,
-            "max_batch_size": max_batch,
-            "batch_sizes": batch_sizes,
-            "mode": mode,
-            "regional": bool(values["use_subgraphs"]),
-            "aot_inductor": bool(values["aot_inductor"]),
-            "extra_options": _inductor_options(values.get("inductor_option") or []),
-            "trust_remote_code": model.trust_remote_code,
-        }
-        if lengths:
-            settings["sequence_lengths"] = lengths
-        compile_settings = _compile_settings(settings)
     token_file = values.get("token_file")
     termination_log = values.get("termination_log")
     return WarmCacheRequest(
         model=model,
         draft=draft,
         loras=tuple(_lora(spec) for spec in values.get("lora_paths") or ()),
-        compile=compile_settings,
+        compile=compile_settings if values["compile"] else None,
         devices=devices,
         target=values.get("target"),
         allow_dtype_cast=bool(values[options.CAST.replace("-", "_")]),

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelwarmup.worker import hub_errors
+from modelwarmup import errors
 
 if TYPE_CHECKING:
     from hashlib import _Hash
@@ -112,12 +112,12 @@ def fetch_blob(
         actual = sha.hexdigest()
         if size is not None and partial.stat().st_size != size:
             partial.unlink(missing_ok=True)
-            raise hub_errors.ChecksumMismatch(
+            raise errors.ChecksumMismatch(
                 f"{label}: got {fetched + resumed_from} bytes, the hub says {size}; removed"
             )
         if actual != sha256:
             partial.unlink(missing_ok=True)
-            raise hub_errors.ChecksumMismatch(
+            raise errors.ChecksumMismatch(
                 f"{label}: sha256 {actual[:12]}… differs from the hub's {sha256[:12]}…; removed"
             )
         with partial.open("rb") as stream:

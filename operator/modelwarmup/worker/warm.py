@@ -15,15 +15,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from modelwarmup import __version__
+from modelwarmup import __version__, errors
 from modelwarmup.cache import keys, layout
 from modelwarmup.cache.layout import CacheLayout
+from modelwarmup.compilation import devices
 from modelwarmup.compilation.settings import CompileSettings
-from modelwarmup.worker import devices, download, model_checks, report
-from modelwarmup.worker.request import InvalidOptionError, WarmCacheRequest, with_device
-
-MANIFEST_VERSION = 1
-DOWNLOAD_ONLY_PLATFORM = "portable"
+from modelwarmup.contracts import digest, manifest
+from modelwarmup.contracts.manifest import EntryManifest
+from modelwarmup.contracts.summary import WorkerSummary
+from modelwarmup.worker import download, model_checks, report
+from modelwarmup.worker.request import WarmCacheRequest, with_device
 
 
 def read_token(token_file: Path | None, environ: Mapping[str, str]) -> str | None:
@@ -32,7 +33,7 @@ def read_token(token_file: Path | None, environ: Mapping[str, str]) -> str | Non
         try:
             return token_file.read_text(encoding="utf-8").strip() or None
         except OSError as error:
-            raise InvalidOptionError(
+            raise errors.InvalidOptionError(
                 f"--token-file {token_file}: cannot read it ({error.strerror})"
             ) from None
     return environ.get("HF_TOKEN") or None
@@ -40,7 +41,7 @@ def read_token(token_file: Path | None, environ: Mapping[str, str]) -> str | Non
 
 def request_ref(request: WarmCacheRequest, platform_key: str) -> str:
     """The digest of what was asked for (not yet resolved): the name of the ref file."""
-    return keys.digest(
+    return digest.digest(
         {
             "request": request.model_dump(
                 mode="json",
@@ -67,7 +68,7 @@ def _ref_path(cache: CacheLayout, ref: str) -> Path:
 def _platform(request: WarmCacheRequest) -> tuple[str, dict[str, str], str]:
     """(device, fingerprint, key) for this node."""
     if request.compile is None:
-        return "none", {}, DOWNLOAD_ONLY_PLATFORM
+        return "none", {}, manifest.DOWNLOAD_ONLY_PLATFORM
     from modelwarmup.compilation import platform
 
     device = devices.resolve_device(request.devices, request.target)
@@ -75,18 +76,31 @@ def _platform(request: WarmCacheRequest) -> tuple[str, dict[str, str], str]:
     return device, fingerprint, platform.platform_key(fingerprint)
 
 
-def _hit(manifest: dict[str, Any], started: float, how: str) -> dict[str, Any]:
-    report.phase_line("cache-hit", cache_key=manifest["cache_key"], how=how)
-    return {
-        "ok": True,
-        "cache_hit": True,
-        "reason": "CacheHit",
-        "message": f"complete entry {manifest['cache_key']} already in the cache",
-        **{k: manifest[k] for k in ("cache_key", "model_key", "platform_key", "commit", "bytes", "platform")},
-        "download_seconds": 0.0,
-        "compile_seconds": 0.0,
-        "seconds": round(time.monotonic() - started, 3),
-    }
+def _summary(entry: EntryManifest, **fields: Any) -> WorkerSummary:
+    """A successful run's summary: what the entry's manifest says, and this run's figures."""
+    return WorkerSummary(
+        ok=True,
+        entry_key=entry["entry_key"],
+        model_key=entry["model_key"],
+        platform_key=entry["platform_key"],
+        commit=entry["commit"],
+        bytes=entry["bytes"],
+        platform=entry["platform"],
+        **fields,
+    )
+
+
+def _hit(entry: EntryManifest, started: float, how: str) -> WorkerSummary:
+    report.phase_line("cache-hit", entry_key=entry["entry_key"], how=how)
+    return _summary(
+        entry,
+        cache_hit=True,
+        reason="CacheHit",
+        message=f"complete entry {entry['entry_key']} already in the cache",
+        download_seconds=0.0,
+        compile_seconds=0.0,
+        seconds=round(time.monotonic() - started, 3),
+    )
 
 
 def compute_model_key(
@@ -100,12 +114,12 @@ def compute_model_key(
             "compile": settings.cache_fields() if settings is not None else None,
             "allow_dtype_cast": request.allow_dtype_cast,
             "custom_architectures": list(request.custom_architectures),
-            "chat_template": keys.digest(request.chat_template) if request.chat_template else None,
+            "chat_template": digest.digest(request.chat_template) if request.chat_template else None,
         },
     )
 
 
-def warm_cache(request: WarmCacheRequest, environ: Mapping[str, str]) -> dict[str, Any]:
+def warm_cache(request: WarmCacheRequest, environ: Mapping[str, str]) -> WorkerSummary:
     """Run the warm-up; returns the summary. Raises modelwarmup errors on failure."""
     started = time.monotonic()
     cache = CacheLayout(request.cache_dir)
@@ -156,8 +170,8 @@ def warm_cache(request: WarmCacheRequest, environ: Mapping[str, str]) -> dict[st
         with layout.staging_dir(cache, model_key, platform_key) as staging:
             compile_report = _compile(request, settings, repos[0], hub, staging)
             if request.chat_template:
-                (staging / "chat_template.jinja").write_text(request.chat_template, encoding="utf-8")
-            manifest = _manifest(
+                (staging / layout.CHAT_TEMPLATE_FILENAME).write_text(request.chat_template, encoding="utf-8")
+            built = _manifest(
                 request=request,
                 repos=repos,
                 model_key=model_key,
@@ -169,20 +183,18 @@ def warm_cache(request: WarmCacheRequest, environ: Mapping[str, str]) -> dict[st
                 artifacts_bytes=layout.tree_size(staging),
                 download_seconds=download_seconds,
             )
-            layout.publish(staging, entry, manifest)
+            layout.publish(staging, entry, built)
         _write_ref(ref, cache_key)
-    report.phase_line("published", cache_key=cache_key, bytes=manifest["bytes"])
-    return {
-        "ok": True,
-        "cache_hit": False,
-        "reason": "Warmed",
-        "message": f"warmed {request.model.repo}@{repos[0].commit[:12]} into {cache_key}",
-        **{k: manifest[k] for k in ("cache_key", "model_key", "platform_key", "commit", "bytes", "platform")},
-        "download_seconds": round(download_seconds, 3),
-        "compile_seconds": manifest["timings"]["compile_seconds"],
-        "resumed_bytes": sum(s.resumed_bytes for s in stats),
-        "seconds": round(time.monotonic() - started, 3),
-    }
+    report.phase_line("published", entry_key=cache_key, bytes=built["bytes"])
+    return _summary(
+        built,
+        reason="Warmed",
+        message=f"warmed {request.model.repo}@{repos[0].commit[:12]} into {cache_key}",
+        download_seconds=round(download_seconds, 3),
+        compile_seconds=built["timings"]["compile_seconds"],
+        resumed_bytes=sum(s.resumed_bytes for s in stats),
+        seconds=round(time.monotonic() - started, 3),
+    )
 
 
 def _write_ref(ref: Path, cache_key: str) -> None:
@@ -246,13 +258,13 @@ def _manifest(
     weights_bytes: int,
     artifacts_bytes: int,
     download_seconds: float,
-) -> dict[str, Any]:
+) -> EntryManifest:
     main = repos[0]
     return {
-        "manifest_version": MANIFEST_VERSION,
+        "manifest_version": manifest.MANIFEST_VERSION,
         "worker_version": __version__,
         "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "cache_key": f"{model_key}/{platform_key}",
+        "entry_key": f"{model_key}/{platform_key}",
         "model_key": model_key,
         "platform_key": platform_key,
         "repo": main.request.repo,
@@ -275,10 +287,10 @@ def _manifest(
         "compile": settings.model_dump(mode="json") if settings is not None else None,
         "compile_report": compile_report,
         "artifacts": {
-            "inductor": "inductor",
-            "megacache": "megacache.bin",
-            "aoti": "aoti/model.pt2" if settings is not None and settings.aot_inductor else None,
-            "chat_template": "chat_template.jinja" if request.chat_template else None,
+            "inductor": layout.INDUCTOR_DIRNAME,
+            "megacache": layout.MEGACACHE_FILENAME,
+            "aoti": str(layout.AOTI_RELPATH) if settings is not None and settings.aot_inductor else None,
+            "chat_template": layout.CHAT_TEMPLATE_FILENAME if request.chat_template else None,
         },
         "bytes": weights_bytes + artifacts_bytes,
         "weights_bytes": weights_bytes,
