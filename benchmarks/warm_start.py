@@ -238,8 +238,8 @@ def main() -> int:
         child(args.child, args.entry, args.workdir)
         return 0
 
-    from modelwarmup.devkit.hub import LocalHub
-    from modelwarmup.devkit.tiny_model import make_tiny_llama
+    from tests.devkit.hub import LocalHub
+    from tests.devkit.tiny_model import make_tiny_llama
 
     with tempfile.TemporaryDirectory(prefix="modelwarmup-bench-") as tmp:
         scratch = args.keep or Path(tmp)

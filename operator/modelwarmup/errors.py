@@ -12,9 +12,10 @@ exceptions into these stays next to the code that calls the library (``worker/hu
 
 from __future__ import annotations
 
-from typing import ClassVar, Final
+from typing import TYPE_CHECKING, ClassVar, Final
 
-import pydantic
+if TYPE_CHECKING:  # the serving runtime imports this module, with only the standard library at hand
+    import pydantic
 
 # --- Exit codes ----------------------------------------------------------------------------
 # Of every `modelwarmup` command. 2 is argparse's own for a bad command line.

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _make_tiny_llama(dest: Path) -> Path:
     try:
-        from modelwarmup.devkit.tiny_model import make_tiny_llama
+        from tests.devkit.tiny_model import make_tiny_llama
     except ImportError:  # pragma: no cover - the devkit helper is the normal path
         import torch
         from transformers import LlamaConfig, LlamaForCausalLM
@@ -77,7 +77,7 @@ COMPILE = """
 """
 
 SERVE = """
-    import json, time
+    import dataclasses, json, time
     from pathlib import Path
     from modelwarmup.runtime import activate, cache_stats, compile_for_serving, load_aoti
     from modelwarmup.compilation.compiler import load_model
@@ -96,7 +96,7 @@ SERVE = """
         with torch.compiler.set_stance("force_eager"):
             ref = model(input_ids=ids, use_cache=False).logits
         result = {{"stats": stats, "diff": (out - ref).abs().max().item(), "first_call_s": first,
-                   "activation": activation.model_dump(mode="json")}}
+                   "activation": json.loads(json.dumps(dataclasses.asdict(activation), default=str))}}
         aoti = load_aoti(Path({entry!r}))
         if aoti is not None:
             result["aoti_diff"] = (aoti(ids) - ref).abs().max().item()

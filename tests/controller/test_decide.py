@@ -110,20 +110,20 @@ def test_success_wires_the_deployment_and_reports_the_target() -> None:
         "ServingPatched": ("True", "Patched"),
     }
     target = plan.status.targets[0]
-    assert (target.phase, target.cache_key, target.bytes, target.compile_seconds) == (
+    assert (target.phase, target.entry_key, target.bytes, target.compile_seconds) == (
         "Succeeded",
         "tiny-abc/plat1",
         1234,
         20.0,
     )
-    assert plan.status.cache_key == "tiny-abc" and plan.status.resolved_revision == "c" * 40
+    assert plan.status.model_key == "tiny-abc" and plan.status.resolved_revision == "c" * 40
     patch = plan.patches["chat"]
     assert patch[0] == {"op": "test", "path": "/metadata/resourceVersion", "value": "7"}
     template = patch[1]["value"]
     assert template["metadata"]["annotations"][wiring.ANNOTATION_MODEL_KEY] == "tiny-abc"
     assert [c["name"] for c in template["spec"]["initContainers"]] == [serving.INIT_CONTAINER]
     env = {e["name"]: e.get("value") for e in template["spec"]["containers"][0]["env"]}
-    assert env["HF_HUB_OFFLINE"] == "1" and env["MODELWARMUP_CACHE_KEY"] == "tiny-abc"
+    assert env["HF_HUB_OFFLINE"] == "1" and env["MODELWARMUP_MODEL_KEY"] == "tiny-abc"
     assert plan.events == [
         ("Normal", "Ready", "Ready=True: warmed Qwen/Qwen2.5-0.5B-Instruct for 1 target(s)")
     ]
@@ -224,7 +224,7 @@ def test_job_names_fit_in_a_label(name: str) -> None:
 def test_delete_superseded_prunes_once_serving_switched_and_keeps_keys_in_use() -> None:
     mw = resource(cache={"create": {"size": "1Gi"}, "retention": "DeleteSuperseded"})
     body = mw.model_dump(mode="json", by_alias=True)
-    body["status"] = {"cacheKey": "tiny-old"}
+    body["status"] = {"modelKey": "tiny-old"}
     switched_from_old = ModelWarmup.from_body(body)
     jobs_by_key = {key_of(mw): [succeeded("j", "qwen-small", model_key="tiny-new")]}
     observed = Observed(
@@ -239,11 +239,11 @@ def test_delete_superseded_prunes_once_serving_switched_and_keeps_keys_in_use() 
     assert args[:5] == ["prune", "--cache-dir", "/cache", "--model-path", "Qwen/Qwen2.5-0.5B-Instruct"]
     assert [args[i + 1] for i, a in enumerate(args) if a == "--keep"] == ["someone-elses", "tiny-new"]
     assert wiring.LABEL_WARMUP_KEY not in plan.prune_job["metadata"]["labels"]  # not mistaken for a warm-up
-    assert plan.status.cache_key == "tiny-new"
+    assert plan.status.model_key == "tiny-new"
 
     retained = resource()
     body = retained.model_dump(mode="json", by_alias=True)
-    body["status"] = {"cacheKey": "tiny-old"}
+    body["status"] = {"modelKey": "tiny-old"}
     kept = Observed(
         mw=ModelWarmup.from_body(body),
         jobs_by_key=jobs_by_key,

@@ -32,9 +32,9 @@ from huggingface_hub.errors import (
 from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils import _http
 
-from modelwarmup.devkit.hub import LocalHub
-from modelwarmup.devkit.hub_repo import git_blob_sha1
-from modelwarmup.devkit.tiny_model import make_tiny_llama
+from tests.devkit.hub import LocalHub
+from tests.devkit.hub_repo import git_blob_sha1
+from tests.devkit.tiny_model import make_tiny_llama
 
 REPO = "devkit/tiny-llama"
 WEIGHTS = "model.safetensors"
@@ -304,7 +304,7 @@ def test_async_context_manager(tiny_dir: Path) -> None:
 
 def test_command_line_entrypoint(tiny_dir: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "modelwarmup.devkit.hub", "--repo", f"{REPO}={tiny_dir}"],
+        [sys.executable, "-m", "tests.devkit.hub", "--repo", f"{REPO}={tiny_dir}"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

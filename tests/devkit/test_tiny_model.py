@@ -13,7 +13,7 @@ from huggingface_hub import constants
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from modelwarmup.devkit.tiny_model import make_tiny_llama, make_tiny_lora
+from tests.devkit.tiny_model import make_tiny_llama, make_tiny_lora
 
 MODEL_FILES = {
     "config.json",

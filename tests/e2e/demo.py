@@ -110,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _demo(root: Path, timeout: float, started: float) -> int:
-    from modelwarmup.devkit.hub import LocalHub
-    from modelwarmup.devkit.tiny_model import make_tiny_llama
+    from tests.devkit.hub import LocalHub
+    from tests.devkit.tiny_model import make_tiny_llama
 
     _say(f"== a tiny Llama on a local Hugging Face hub ({REPO})")
     from transformers.utils import logging as transformers_logging
@@ -145,11 +145,11 @@ def _serve(cluster: LocalCluster, obj: dict[str, Any], root: Path, started: floa
         f"download {target['downloadSeconds']:.1f}s, compile {target['compileSeconds']:.1f}s"
     )
     live = cluster.kube.get(DEPLOYMENTS, "chat", namespace=NAMESPACE)
-    key = live["spec"]["template"]["metadata"]["annotations"]["modelwarmup.dev/cache-key"]
-    _say(f"   Deployment chat: template annotation modelwarmup.dev/cache-key={key}")
+    key = live["spec"]["template"]["metadata"]["annotations"]["modelwarmup.dev/model-key"]
+    _say(f"   Deployment chat: template annotation modelwarmup.dev/model-key={key}")
 
     cache = cluster.kubelet.claim_dir(NAMESPACE, CLAIM)
-    manifest = cache / "compiled" / target["cacheKey"] / "manifest.json"
+    manifest = cache / "compiled" / target["entryKey"] / "manifest.json"
     revision = status["resolvedRevision"]
     _say("== a serving process, cold (empty Inductor cache)")
     try:

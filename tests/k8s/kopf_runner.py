@@ -1,5 +1,5 @@
 """
-Run a real kopf operator in a background thread against an API server URL.
+Run a real kopf operator in a background thread against an API server, from a kubeconfig.
 
 * A fresh ``kopf.OperatorRegistry`` per run (never the global one), filled by a ``register``
   callback: ``def register(registry): @kopf.on.create(..., registry=registry) ...``.
@@ -10,7 +10,8 @@ Run a real kopf operator in a background thread against an API server URL.
   ``~/.kube/config``/``KUBECONFIG`` — never that.
 * Fast settings (:func:`fast_settings`): standalone (no peering), events posted, short watch
   and network timeouts, quick backoffs. Tune further with ``configure=``.
-* ``kopf.operator(...)`` in its own event loop; stopped via its ``stop_flag``.
+* ``kopf.operator(...)`` on its own loop (:class:`tests.background.BackgroundLoop`); stopped via its
+  ``stop_flag``.
   :meth:`OperatorThread.restart` stops it and starts a fresh operator (new registry, new
   in-memory state, same ``register``) against the same server: the restart of a pod.
 """
@@ -18,7 +19,6 @@ Run a real kopf operator in a background thread against an API server URL.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 from collections.abc import Callable, Collection
@@ -28,6 +28,7 @@ from typing import Any
 import kopf
 
 from modelwarmup.controller import credentials
+from tests.background import BackgroundLoop
 
 Register = Callable[[kopf.OperatorRegistry], None]
 Configure = Callable[[kopf.OperatorSettings], None]
@@ -51,10 +52,6 @@ def fast_settings() -> kopf.OperatorSettings:
     settings.background.instant_exit_timeout = 0.1
     settings.process.ultimate_exiting_timeout = 5
     return settings
-
-
-class OperatorCrashed(RuntimeError):
-    pass
 
 
 class OperatorThread:
@@ -83,12 +80,7 @@ class OperatorThread:
         self.runs = 0  # how many times it was started
         self.registry: kopf.OperatorRegistry | None = None
         self.settings: kopf.OperatorSettings | None = None
-        self.exception: BaseException | None = None
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop_event: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._loop_ready = threading.Event()
+        self._background: BackgroundLoop | None = None
 
     # The building blocks of one run.
 
@@ -109,46 +101,27 @@ class OperatorThread:
 
     @property
     def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._background is not None and self._background.alive
 
     def start(self, timeout: float = 10.0) -> OperatorThread:
+        """Start a fresh operator; ready once its startup activities (login included) are done.
+
+        kopf raises its ready flag before the watches are open: wait for those on the server
+        (see ApiServer.wait_watching()).
+        """
         if self.alive:
             raise RuntimeError("The operator is already running.")
         self.registry = self._build_registry()
         self.settings = self._build_settings()
-        self.exception = None
-        self._ready.clear()
-        self._loop_ready.clear()
         self.runs += 1
-        self._thread = threading.Thread(
-            target=self._thread_main, daemon=True, name=f"{self.name}-{self.runs}"
-        )
-        self._thread.start()
-        self._loop_ready.wait(timeout)
-        # kopf raises its ready flag after the startup activities (incl. login), i.e. before
-        # the watches are open: wait for those on the server (see ApiServer.watching()).
-        while not self._ready.wait(0.05):
-            if not self.alive:
-                self._raise_if_crashed()
-                raise OperatorCrashed("The operator exited before it became ready.")
-            timeout -= 0.05
-            if timeout <= 0:
-                raise TimeoutError("The operator did not become ready in time.")
+        self._background = BackgroundLoop(self._main, name=f"{self.name}-{self.runs}")
+        self._background.start(timeout)
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop gracefully via kopf's stop flag; re-raise if the operator crashed."""
-        if self._thread is None:
-            return
-        if self._loop is not None and self._stop_event is not None and not self._loop.is_closed():
-            # RuntimeError: the loop is closed already, i.e. the operator exited by itself.
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._stop_event.set)
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            raise TimeoutError("The operator did not stop in time.")
-        self._thread = None
-        self._raise_if_crashed()
+        if self._background is not None:
+            self._background.stop(timeout)
 
     def restart(self, timeout: float = 10.0) -> OperatorThread:
         """Stop, then start anew: fresh registry & memories, the same server state."""
@@ -161,40 +134,14 @@ class OperatorThread:
     def __exit__(self, *_: object) -> None:
         self.stop()
 
-    def _raise_if_crashed(self) -> None:
-        if self.exception is not None:
-            raise OperatorCrashed(f"The operator failed: {self.exception!r}") from self.exception
-
-    def _thread_main(self) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._main())
-        except BaseException as e:
-            self.exception = e
-        finally:
-            try:
-                pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
-                for task in pending:
-                    task.cancel()
-                if pending:
-                    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-                loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.run_until_complete(loop.shutdown_default_executor())
-            finally:
-                loop.close()
-
-    async def _main(self) -> None:
-        self._stop_event = asyncio.Event()
-        self._loop_ready.set()
+    async def _main(self, ready: threading.Event, stopping: asyncio.Event) -> None:
         await kopf.operator(
             registry=self.registry,
             settings=self.settings,
             clusterwide=self.clusterwide,
             namespaces=self.namespaces,
-            stop_flag=self._stop_event,
-            ready_flag=self._ready,
+            stop_flag=stopping,
+            ready_flag=ready,
             memo=self.memo,
             standalone=True,
         )

@@ -20,8 +20,8 @@ import pytest
 
 from modelwarmup.controller import handlers
 from modelwarmup.controller.settings import OperatorSettings
-from modelwarmup.devkit.hub import LocalHub
-from modelwarmup.devkit.tiny_model import make_tiny_llama
+from tests.devkit.hub import LocalHub
+from tests.devkit.tiny_model import make_tiny_llama
 from tests.k8s.conftest import api_server, kube, run_operator
 from tests.k8s.emulator import ApiServer
 from tests.k8s.kopf_runner import OperatorThread

@@ -17,7 +17,7 @@ import pytest
 
 from modelwarmup.contracts import wiring
 from modelwarmup.controller import jobs, serving
-from modelwarmup.devkit.hub import LocalHub
+from tests.devkit.hub import LocalHub
 from tests.e2e import serving as serving_pod
 from tests.e2e.cluster import LocalCluster
 from tests.k8s.kubelet import LocalKubelet
@@ -70,8 +70,8 @@ def test_warm_up_reaches_ready_with_details_and_wires_the_deployment(warmed: War
     [target] = status["targets"]
     assert target["job"] == job["metadata"]["name"]
     assert (target["phase"], target["reason"], target["attempts"]) == ("Succeeded", "Warmed", 1)
-    model_key = target["cacheKey"].split("/")[0]
-    assert status["cacheKey"] == model_key and model_key.startswith("devkit--tiny-llama-")
+    model_key = target["entryKey"].split("/")[0]
+    assert status["modelKey"] == model_key and model_key.startswith("devkit--tiny-llama-")
     assert target["bytes"] > 300_000  # the weights and the compiled artifacts
     assert target["platform"]["device_type"] == "cpu" and target["platform"]["torch"]
     assert target["compileSeconds"] > 0 and target["downloadSeconds"] >= 0
@@ -82,7 +82,7 @@ def test_warm_up_reaches_ready_with_details_and_wires_the_deployment(warmed: War
     assert container["command"] == ["modelwarmup"] and container["args"][0] == "warm-cache"
     assert container["image"] == helpers.WORKER_IMAGE and container["name"] == jobs.CONTAINER
     [run] = warmed.kubelet.runs
-    assert run.exit_code == 0 and json.loads(run.message)["entry_key"] == target["cacheKey"]
+    assert run.exit_code == 0 and json.loads(run.message)["entry_key"] == target["entryKey"]
 
     # The Deployment: wired once, to the key, in the chosen container only.
     deployment = kube.get(DEPLOYMENTS, "chat", namespace=NS)
@@ -92,7 +92,7 @@ def test_warm_up_reaches_ready_with_details_and_wires_the_deployment(warmed: War
     server, sidecar = template["spec"]["containers"]
     assert sidecar == original["spec"]["template"]["spec"]["containers"][1]
     env = {e["name"]: e["value"] for e in server["env"]}
-    assert env["HF_HUB_OFFLINE"] == "1" and env["MODELWARMUP_CACHE_KEY"] == model_key
+    assert env["HF_HUB_OFFLINE"] == "1" and env["MODELWARMUP_MODEL_KEY"] == model_key
     assert env["PYTHONPATH"] == "/opt/modelwarmup/python:/app" and env["PORT"] == "8000"
     assert [c["name"] for c in template["spec"]["initContainers"]] == [serving.INIT_CONTAINER]
 
@@ -106,7 +106,7 @@ def test_warm_up_reaches_ready_with_details_and_wires_the_deployment(warmed: War
 def test_a_serving_pod_from_the_patched_template_starts_warm(warmed: Warmed, tmp_path: Path) -> None:
     kubelet = warmed.kubelet
     deployment = warmed.cluster.kube.get(DEPLOYMENTS, "chat", namespace=NS)
-    model_key, platform_key = warmed.resource["status"]["targets"][0]["cacheKey"].split("/")
+    model_key, platform_key = warmed.resource["status"]["targets"][0]["entryKey"].split("/")
     # A serving pod from that template starts warm: Inductor finds every graph in the cache.
     cache = kubelet.claim_dir(NS, "model-cache")
     entry = cache / "compiled" / model_key / platform_key

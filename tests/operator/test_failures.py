@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 
-from modelwarmup.devkit.hub import LocalHub
+from tests.devkit.hub import LocalHub
 from tests.k8s.client import KubeClient
 from tests.k8s.emulator import ApiServer
 from tests.k8s.kopf_runner import OperatorThread

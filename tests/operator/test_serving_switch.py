@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from modelwarmup.contracts import wiring
-from modelwarmup.devkit.hub import LocalHub
+from tests.devkit.hub import LocalHub
 from tests.k8s.client import PVCS, KubeClient
 from tests.k8s.emulator import ApiServer
 from tests.k8s.kopf_runner import OperatorThread
@@ -40,7 +40,7 @@ def test_spec_change_warms_the_new_key_then_switches_the_deployment(
     kube.create(DEPLOYMENTS, helpers.deployment("chat"), namespace=NS)
     kube.create(MW, helpers.warmup("tiny", repo=REVS_REPO, revision="v1", serving=["chat"]), namespace=NS)
     first = helpers.wait_condition(kube, "tiny", status="True", timeout=60)
-    old_key = first["status"]["cacheKey"]
+    old_key = first["status"]["modelKey"]
     assert helpers.template_annotations(kube, "chat")[wiring.ANNOTATION_MODEL_KEY] == old_key
 
     kubelet.hold()
@@ -53,12 +53,12 @@ def test_spec_change_warms_the_new_key_then_switches_the_deployment(
     assert helpers.template_annotations(kube, "chat")[wiring.ANNOTATION_MODEL_KEY] == old_key
     assert not cluster.requests(mark, method="PATCH", resource=str(DEPLOYMENTS))
     warming = kube.get(MW, "tiny", namespace=NS)
-    assert warming["status"]["patchedDeployments"] == ["chat"] and warming["status"]["cacheKey"] == old_key
+    assert warming["status"]["patchedDeployments"] == ["chat"] and warming["status"]["modelKey"] == old_key
     assert helpers.conditions(warming)["Ready"]["observedGeneration"] == 2
 
     kubelet.release()
     second = helpers.wait_condition(kube, "tiny", status="True", timeout=60)
-    new_key = second["status"]["cacheKey"]
+    new_key = second["status"]["modelKey"]
     assert new_key != old_key
     assert helpers.template_annotations(kube, "chat")[wiring.ANNOTATION_MODEL_KEY] == new_key
     assert len(cluster.requests(mark, method="PATCH", resource=str(DEPLOYMENTS))) == 1  # one switch
@@ -68,7 +68,7 @@ def test_spec_change_warms_the_new_key_then_switches_the_deployment(
             "env"
         ]
     }
-    assert env["MODELWARMUP_CACHE_KEY"] == new_key
+    assert env["MODELWARMUP_MODEL_KEY"] == new_key
 
 
 def test_deletion_unwires_the_deployment_and_keeps_the_cache(
@@ -109,17 +109,17 @@ def test_delete_superseded_prunes_the_old_entry_after_the_switch(
     retention = {"persistentVolumeClaim": {"claimName": "model-cache"}, "retention": "DeleteSuperseded"}
     body = helpers.warmup("tiny", repo=REVS_REPO, revision="v1", serving=["chat"], cache=retention)
     kube.create(MW, body, namespace=NS)
-    old_key = helpers.wait_condition(kube, "tiny", status="True", timeout=60)["status"]["cacheKey"]
+    old_key = helpers.wait_condition(kube, "tiny", status="True", timeout=60)["status"]["modelKey"]
     compiled = kubelet.claim_dir(NS, "model-cache") / "compiled"
     assert (compiled / old_key).is_dir()
     assert not [j for j in helpers.jobs(kube) if "-prune-" in j["metadata"]["name"]]  # nothing superseded yet
 
     kube.patch(MW, "tiny", {"spec": {"model": {"revision": "v2"}}}, namespace=NS)
     wait_for(
-        lambda: kube.get(MW, "tiny", namespace=NS)["status"].get("cacheKey") not in (None, old_key),
+        lambda: kube.get(MW, "tiny", namespace=NS)["status"].get("modelKey") not in (None, old_key),
         timeout=60,
     )
-    new_key = kube.get(MW, "tiny", namespace=NS)["status"]["cacheKey"]
+    new_key = kube.get(MW, "tiny", namespace=NS)["status"]["modelKey"]
     assert helpers.template_annotations(kube, "chat")[wiring.ANNOTATION_MODEL_KEY] == new_key
     prune = wait_for(
         lambda: [j for j in helpers.jobs(kube) if "-prune-" in j["metadata"]["name"]], timeout=20

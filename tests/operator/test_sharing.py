@@ -32,7 +32,7 @@ def test_the_second_resource_finds_the_entry_ready_and_runs_no_job(
         "CacheHit",
         job["metadata"]["name"],
     )
-    assert target["cacheKey"] == kube.get(MW, "first", namespace=NS)["status"]["targets"][0]["cacheKey"]
+    assert target["entryKey"] == kube.get(MW, "first", namespace=NS)["status"]["targets"][0]["entryKey"]
     assert obj["status"]["resolvedRevision"]
     assert len(kubelet.runs) == 1
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from modelwarmup.devkit.hub import LocalHub
-from modelwarmup.devkit.tiny_model import make_tiny_llama, make_tiny_lora
+from tests.devkit.hub import LocalHub
+from tests.devkit.tiny_model import make_tiny_llama, make_tiny_lora
 
 from . import runner
 

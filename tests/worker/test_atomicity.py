@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from modelwarmup.devkit.hub import LocalHub
+from tests.devkit.hub import LocalHub
 
 from . import runner
 from .conftest import COMPILE, TINY, Warmed

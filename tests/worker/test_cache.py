@@ -12,8 +12,8 @@ import pytest
 
 from modelwarmup import cli
 from modelwarmup.cache.layout import CacheLayout
-from modelwarmup.devkit.hub import LocalHub
 from modelwarmup.worker import download, request, warm
+from tests.devkit.hub import LocalHub
 
 from . import runner
 from .conftest import COMPILE, SERVER_OPTIONS, Warmed

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from modelwarmup.devkit.hub import LocalHub
+from tests.devkit.hub import LocalHub
 
 from . import runner
 from .conftest import BIG, DRAFT, GATED, LORA, TINY, TOKEN, UNWANTED, MiB, Warmed, repo_dir, sha256

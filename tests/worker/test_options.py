@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from modelwarmup.devkit.hub import LocalHub
+from tests.devkit.hub import LocalHub
 
 from . import runner
 from .conftest import COMPILE, SERVER_OPTIONS, TINY, Warmed

@@ -1,7 +1,7 @@
 """The env-var switch in a serving process we don't control: warm from the entry, or cold with a warning.
 
 The serving process is a fresh interpreter whose only link to modelwarmup is the environment the
-operator sets (MODELWARMUP_AUTOLOAD, MODELWARMUP_CACHE_DIR, MODELWARMUP_CACHE_KEY) and a
+operator sets (MODELWARMUP_AUTOLOAD, MODELWARMUP_CACHE_DIR, MODELWARMUP_MODEL_KEY) and a
 PYTHONPATH entry holding what ``install_runtime`` wrote: the package copy and its sitecustomize.
 """
 
@@ -51,7 +51,7 @@ def _serve(warmed: Warmed, tmp_path: Path, *, cache: Path, key: str, mode: str) 
             "PYTHONPATH": str(runtime),
             "MODELWARMUP_AUTOLOAD": "1",
             "MODELWARMUP_CACHE_DIR": str(cache),
-            "MODELWARMUP_CACHE_KEY": key,
+            "MODELWARMUP_MODEL_KEY": key,
             "HF_HOME": str(cache / "hf"),
             "HF_HUB_OFFLINE": "1",
             "TMPDIR": str(tmp_path),  # the private Inductor copy lands here

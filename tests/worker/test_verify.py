@@ -26,9 +26,9 @@ def _copy_compiled(warmed: Warmed, dest: Path) -> Path:
 
 @pytest.mark.slow
 def test_a_complete_entry_for_this_platform_matches(warmed: Warmed) -> None:
-    # As the operator's init container calls it: the cache key and the repo.
+    # As the operator's init container calls it: the model key and the repo.
     run = runner.verify(
-        warmed.cache, "--cache-key", warmed.summary["entry_key"], "--model-path", TINY, "--devices", "cpu"
+        warmed.cache, "--model-key", warmed.summary["model_key"], "--model-path", TINY, "--devices", "cpu"
     )
     assert run.returncode == 0, run
     verdict = _verdict(run)

@@ -6,13 +6,42 @@ per-target entries carry the details a person needs to understand a warm-up.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import ConfigDict, Field
 
 from modelwarmup.api.common import ApiModel, Condition
 
-ConditionType = Literal["Ready", "WeightsDownloaded", "Compiled", "ServingPatched"]
+
+class ConditionType(StrEnum):
+    """The conditions of a ModelWarmup, in the order they are listed."""
+
+    READY = "Ready"
+    WEIGHTS_DOWNLOADED = "WeightsDownloaded"
+    COMPILED = "Compiled"
+    SERVING_PATCHED = "ServingPatched"
+
+
+class Reason(StrEnum):
+    """The operator's own condition reasons; a failed warm-up reports the worker's (modelwarmup.errors)."""
+
+    JOB_PENDING = "JobPending"
+    WARMING = "Warming"
+    JOB_FAILED = "JobFailed"
+    CACHE_HIT = "CacheHit"
+    DOWNLOADED = "Downloaded"
+    COMPILED = "Compiled"
+    COMPILE_DISABLED = "CompileDisabled"
+    READY = "Ready"
+    NO_SERVING = "NoServing"
+    PATCHED = "Patched"
+    WAITING_FOR_CACHE = "WaitingForCache"
+    DEPLOYMENT_NOT_FOUND = "DeploymentNotFound"
+    DEPLOYMENT_CONFLICT = "DeploymentConflict"
+    INVALID_SPEC = "InvalidSpec"
+
+
 TargetPhase = Literal["Pending", "Running", "Succeeded", "Failed", "CacheHit"]
 
 
@@ -23,8 +52,8 @@ class TargetStatus(ApiModel):
 
     name: str
     """The target's name from spec.targets."""
-    cache_key: str | None = None
-    """The cache entry this target warms: <model-key>/<platform-key> under compiled/."""
+    entry_key: str | None = None
+    """The entry this target warms: <model-key>/<platform-key> under compiled/ in the cache."""
     job: str | None = None
     """The warm-up Job's name."""
     phase: TargetPhase = "Pending"
@@ -59,8 +88,9 @@ class ModelWarmupStatus(ApiModel):
     """Ready, WeightsDownloaded, Compiled and ServingPatched, in Kubernetes' condition shape."""
     resolved_revision: str | None = None
     """The commit sha the model's revision resolved to."""
-    cache_key: str | None = None
-    """The model key every target warmed; serving Deployments carry it as an annotation."""
+    model_key: str | None = None
+    """The model key every target warmed (its entries are compiled/<model-key>/<platform-key>);
+    serving Deployments carry it in their modelwarmup.dev/model-key annotation."""
     targets: list[TargetStatus] = Field(default_factory=list)
     """One entry per spec.targets entry."""
     patched_deployments: list[str] = Field(default_factory=list)

@@ -26,10 +26,10 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelwarmup.compilation.settings import CompileSettings
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: serving processes import this without pydantic at hand
     import torch
+
+    from modelwarmup.compilation.settings import CompileSettings
 
 _WRAPPED_MARKER = "_modelwarmup_compiled"
 

@@ -2,6 +2,10 @@
 
 The operator sets them on what it creates or patches; the worker and the serving runtime read
 them. Each is spelled here once.
+
+Two words name cache keys, one meaning each: the *model key* (``<repo-slug>-<digest>``: the model,
+its commits and its compile settings, the same on every platform) and the *entry key*
+(``<model-key>/<platform-key>``: one platform's entry under ``compiled/``).
 """
 
 from __future__ import annotations
@@ -16,13 +20,13 @@ OPERATOR: Final = "modelwarmup"
 LABEL_RESOURCE: Final = f"{GROUP}/modelwarmup"
 LABEL_TARGET: Final = f"{GROUP}/target"
 LABEL_WARMUP_KEY: Final = f"{GROUP}/warmup-key"
-ANNOTATION_MODEL_KEY: Final = f"{GROUP}/cache-key"  # on the pod template: its change rolls pods out
+ANNOTATION_MODEL_KEY: Final = f"{GROUP}/model-key"  # on the pod template: its change rolls pods out
 ANNOTATION_WIRED_BY: Final = f"{GROUP}/wired-by"
 
 # The serving container's environment (set by the operator's patch, read by the runtime loader).
 ENV_AUTOLOAD: Final = "MODELWARMUP_AUTOLOAD"
 ENV_CACHE_DIR: Final = "MODELWARMUP_CACHE_DIR"
-ENV_MODEL_KEY: Final = "MODELWARMUP_CACHE_KEY"  # the model key (every platform's entries)
+ENV_MODEL_KEY: Final = "MODELWARMUP_MODEL_KEY"  # the model key (every platform's entries)
 # Set by the runtime itself, inherited by child processes.
 ENV_ACTIVATED: Final = "MODELWARMUP_ACTIVATED"
 ENV_ACTIVATING: Final = "MODELWARMUP_ACTIVATING"

@@ -14,16 +14,16 @@ from typing import Any
 
 from modelwarmup import errors
 from modelwarmup.api import resource
-from modelwarmup.api.resource import ModelWarmup, ObjectMeta
+from modelwarmup.api.resource import ObjectMeta
+from modelwarmup.api.status import ModelWarmupStatus
 from modelwarmup.controller import conditions, kubeapi
 from modelwarmup.controller.decide import Plan
-from modelwarmup.controller.kubeapi import KubeApi
+from modelwarmup.controller.kubeapi import KubeApi, KubeObject
 
-Manifest = dict[str, Any]
 Logger = logging.Logger | logging.LoggerAdapter[Any]  # what kopf hands to handlers
 
 
-def _create(api: KubeApi, kind: kubeapi.Kind, namespace: str, body: Manifest, log: Logger) -> None:
+def _create(api: KubeApi, kind: kubeapi.Kind, namespace: str, body: KubeObject, log: Logger) -> None:
     try:
         api.create(kind, namespace, body)
         log.info("created %s %s", kind.plural, body["metadata"]["name"])
@@ -32,7 +32,7 @@ def _create(api: KubeApi, kind: kubeapi.Kind, namespace: str, body: Manifest, lo
             raise
 
 
-def status_body(plan: Plan) -> Manifest:
+def status_body(plan: Plan) -> KubeObject:
     return {"status": plan.status.model_dump(mode="json", by_alias=True, exclude_none=True)}
 
 
@@ -66,9 +66,10 @@ def post_event(api: KubeApi, meta: ObjectMeta, type_: str, reason: str, message:
     )
 
 
-def apply(api: KubeApi, mw: ModelWarmup, plan: Plan, log: Logger) -> list[str]:
-    """Apply the plan; returns the Deployments whose patch must be retried."""
-    namespace = mw.metadata.namespace or "default"
+def apply(api: KubeApi, meta: ObjectMeta, current: ModelWarmupStatus, plan: Plan, log: Logger) -> list[str]:
+    """Apply the plan to the resource with this metadata and status; returns the Deployments
+    whose patch must be retried."""
+    namespace = meta.namespace or "default"
     if plan.create_claim is not None:
         _create(api, kubeapi.CLAIMS, namespace, plan.create_claim, log)
     for job in plan.create_jobs:
@@ -77,7 +78,7 @@ def apply(api: KubeApi, mw: ModelWarmup, plan: Plan, log: Logger) -> list[str]:
     for name, patch in plan.patches.items():
         try:
             api.json_patch(kubeapi.DEPLOYMENTS, namespace, name, patch)
-            log.info("wired Deployment %s to cache key %s", name, plan.status.cache_key)
+            log.info("wired Deployment %s to model key %s", name, plan.status.model_key)
         except errors.KubeApiError as error:
             if error.status not in (409, 422):
                 raise
@@ -87,10 +88,8 @@ def apply(api: KubeApi, mw: ModelWarmup, plan: Plan, log: Logger) -> list[str]:
         # Only once every Deployment is on the new key. If a patch must be retried, the superseded
         # entries stay (as with Retain): never a prune under a Deployment still on the old key.
         _create(api, kubeapi.JOBS, namespace, plan.prune_job, log)
-    if status_body(plan)["status"] != mw.status.model_dump(mode="json", by_alias=True, exclude_none=True):
-        api.merge_patch(
-            kubeapi.MODELWARMUPS, namespace, mw.metadata.name, status_body(plan), subresource="status"
-        )
+    if status_body(plan)["status"] != current.model_dump(mode="json", by_alias=True, exclude_none=True):
+        api.merge_patch(kubeapi.MODELWARMUPS, namespace, meta.name, status_body(plan), subresource="status")
     for type_, reason, message in plan.events:
-        post_event(api, mw.metadata, type_, reason, message)
+        post_event(api, meta, type_, reason, message)
     return retry

@@ -4,10 +4,27 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Sequence
+from typing import Literal, NamedTuple
 
 from modelwarmup.api.common import Condition
+from modelwarmup.api.status import ConditionType
 
-ORDER = ("Ready", "WeightsDownloaded", "Compiled", "ServingPatched")
+ORDER: tuple[str, ...] = tuple(ConditionType)
+
+
+class State(NamedTuple):
+    """A condition's status, reason and message, before it has a type and a transition time."""
+
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str
+
+
+class Wanted(NamedTuple):
+    """A condition as a reconcile wants it."""
+
+    type: ConditionType
+    state: State
 
 
 def now() -> str:
@@ -16,15 +33,15 @@ def now() -> str:
 
 def merge(
     previous: Sequence[Condition],
-    wanted: Sequence[tuple[str, str, str, str]],
+    wanted: Sequence[Wanted],
     *,
     generation: int | None,
     at: str,
 ) -> list[Condition]:
-    """The new condition list from (type, status, reason, message) tuples."""
+    """The new condition list."""
     old = {c.type: c for c in previous}
     merged: list[Condition] = []
-    for type_, status, reason, message in wanted:
+    for type_, (status, reason, message) in wanted:
         before = old.get(type_)
         moved = before is None or before.status != status
         merged.append(

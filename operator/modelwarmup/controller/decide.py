@@ -10,19 +10,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from modelwarmup.api.common import Condition
 from modelwarmup.api.resource import ModelWarmup
 from modelwarmup.api.spec import Target
-from modelwarmup.api.status import ModelWarmupStatus, TargetStatus
+from modelwarmup.api.status import ConditionType, ModelWarmupStatus, Reason, TargetStatus
 from modelwarmup.contracts import wiring
 from modelwarmup.contracts.summary import WorkerSummary
 from modelwarmup.controller import conditions, jobs, naming, serving
+from modelwarmup.controller.conditions import State, Wanted
+from modelwarmup.controller.kubeapi import KubeObject
 from modelwarmup.controller.settings import OperatorSettings
 
-Manifest = dict[str, Any]
 JobPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
-NORMAL_REASONS = frozenset(
-    {"JobPending", "Warming", "WaitingForCache"}
-)  # not-ready reasons that are no problem
+# Not-ready reasons that are no problem: their Events are Normal, not Warning.
+NORMAL_REASONS = frozenset({Reason.JOB_PENDING, Reason.WARMING, Reason.WAITING_FOR_CACHE})
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class JobView:
 class Observed:
     mw: ModelWarmup
     jobs_by_key: Mapping[str, list[JobView]]
-    deployments: Mapping[str, Manifest]  # the Deployments the resource names (or selects), found
+    deployments: Mapping[str, KubeObject]  # the Deployments the resource names (or selects), found
     missing_deployments: tuple[str, ...] = ()
     claim_exists: bool = True
     other_keys: tuple[str, ...] = ()  # cache keys other resources on the same cache serve (retention)
@@ -50,10 +51,10 @@ class Observed:
 @dataclass
 class Plan:
     status: ModelWarmupStatus
-    create_claim: Manifest | None = None
-    create_jobs: list[Manifest] = field(default_factory=list)
-    prune_job: Manifest | None = None  # created after the Deployment patches succeeded
-    patches: dict[str, list[Manifest]] = field(default_factory=dict)
+    create_claim: KubeObject | None = None
+    create_jobs: list[KubeObject] = field(default_factory=list)
+    prune_job: KubeObject | None = None  # created after the Deployment patches succeeded
+    patches: dict[str, list[KubeObject]] = field(default_factory=dict)
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
 
 
@@ -79,7 +80,7 @@ def _target_status(target: Target, view: JobView | None, own: str, *, created: s
     base.update(
         job=view.name,
         attempts=view.attempts,
-        reason=(summary.reason if summary else "") or ("JobFailed" if view.phase == "Failed" else ""),
+        reason=(summary.reason if summary else "") or (Reason.JOB_FAILED if view.phase == "Failed" else ""),
         message=(
             (summary.message if summary else "")
             or view.message
@@ -88,7 +89,7 @@ def _target_status(target: Target, view: JobView | None, own: str, *, created: s
     )
     if summary is not None and summary.ok:
         base.update(
-            cache_key=summary.entry_key,
+            entry_key=summary.entry_key,
             platform=summary.platform,
             bytes=summary.bytes,
             download_seconds=summary.download_seconds,
@@ -100,15 +101,15 @@ def _target_status(target: Target, view: JobView | None, own: str, *, created: s
     if view.phase == "Succeeded":
         phase = "CacheHit" if shared or (summary is not None and summary.cache_hit) else "Succeeded"
         if phase == "CacheHit":
-            base["reason"] = "CacheHit"
+            base["reason"] = Reason.CACHE_HIT
         return TargetStatus(**base, phase=phase)
     return TargetStatus(**base, phase=view.phase)
 
 
-def _claim(mw: ModelWarmup) -> Manifest:
+def _claim(mw: ModelWarmup) -> KubeObject:
     create = mw.spec.cache.create
     assert create is not None
-    spec: Manifest = {
+    spec: KubeObject = {
         "accessModes": list(create.access_modes),
         "resources": {"requests": {"storage": str(create.size)}},
     }
@@ -137,6 +138,7 @@ def decide(observed: Observed, settings: OperatorSettings, *, now: str) -> Plan:
         plan.create_claim = _claim(mw)
 
     targets: list[TargetStatus] = []
+    chosen: list[JobView | None] = []
     for target in mw.spec.targets:
         key = naming.warmup_key(mw.spec, target, image)
         view = _pick_job(list(observed.jobs_by_key.get(key, [])), own)
@@ -146,83 +148,105 @@ def decide(observed: Observed, settings: OperatorSettings, *, now: str) -> Plan:
             plan.create_jobs.append(job)
             created = job["metadata"]["name"]
         targets.append(_target_status(target, view, own, created=created))
+        chosen.append(view)
 
     phases = {t.phase for t in targets}
     done = phases <= {"Succeeded", "CacheHit"}
     failed = [t for t in targets if t.phase == "Failed"]
-    model_keys = {t.cache_key.split("/")[0] for t in targets if t.cache_key}
+    model_keys = {
+        v.summary.model_key for v in chosen if v and v.summary and v.summary.ok and v.summary.model_key
+    }
     model_key = sorted(model_keys)[0] if done and model_keys else None
     commits = [c for t in targets if (c := _commit(observed, t))]
 
-    wanted: list[tuple[str, str, str, str]] = []
     if failed:
         why = "; ".join(f"{t.name}: {t.message}" for t in failed)
-        weights = compiled = ("False", "JobFailed", why)
+        weights = compiled = State("False", Reason.JOB_FAILED, why)
     elif done:
         hit = phases == {"CacheHit"}
-        weights = ("True", "CacheHit" if hit else "Downloaded", "weights are in the cache")
+        weights = State("True", Reason.CACHE_HIT if hit else Reason.DOWNLOADED, "weights are in the cache")
         compiled = (
-            (
+            State(
                 "True",
-                "CacheHit" if hit else "Compiled",
+                Reason.CACHE_HIT if hit else Reason.COMPILED,
                 "compiled artifacts are in the cache for every target",
             )
             if mw.spec.compile.enabled
-            else ("True", "CompileDisabled", "compilation is disabled; weights only")
+            else State("True", Reason.COMPILE_DISABLED, "compilation is disabled; weights only")
         )
     else:
-        waiting = "JobPending" if phases <= {"Pending"} else "Warming"
+        waiting = Reason.JOB_PENDING if phases <= {"Pending"} else Reason.WARMING
         running = ", ".join(
             f"{t.name}: {t.phase}" for t in targets if t.phase not in ("Succeeded", "CacheHit")
         )
-        weights = compiled = ("False", waiting, f"waiting for warm-up Jobs ({running})")
-    wanted.append(("WeightsDownloaded", *weights))
-    wanted.append(("Compiled", *compiled))
+        weights = compiled = State("False", waiting, f"waiting for warm-up Jobs ({running})")
 
-    patched, serving_condition = _serving(observed, mw, model_key, settings, plan)
-    wanted.append(("ServingPatched", *serving_condition))
-    superseded = mw.status.cache_key
+    patched, serving_state = _serving(observed, mw, model_key, settings, plan)
+    superseded = mw.status.model_key
     if (
         mw.spec.cache.retention == "DeleteSuperseded"
         and model_key
-        and serving_condition[0] == "True"  # the Deployments have switched (or there are none)
+        and serving_state.status == "True"  # the Deployments have switched (or there are none)
         and superseded
         and superseded != model_key
     ):
         keep = sorted({model_key, *observed.other_keys})
         plan.prune_job = jobs.build_prune_job(mw, model_key, keep, settings)
     if failed:
-        ready = ("False", "JobFailed", compiled[2])
+        ready = State("False", Reason.JOB_FAILED, compiled.message)
     elif not done:
-        ready = ("False", compiled[1], compiled[2])
-    elif serving_condition[0] != "True":
-        ready = ("False", serving_condition[1], serving_condition[2])
+        ready = compiled
+    elif serving_state.status != "True":
+        ready = serving_state
     else:
-        ready = (
+        ready = State(
             "True",
-            "CacheHit" if phases == {"CacheHit"} else "Ready",
+            Reason.CACHE_HIT if phases == {"CacheHit"} else Reason.READY,
             f"warmed {mw.spec.model.repo} for {len(targets)} target(s)",
         )
-    wanted.insert(0, ("Ready", *ready))
+    wanted = [
+        Wanted(ConditionType.READY, ready),
+        Wanted(ConditionType.WEIGHTS_DOWNLOADED, weights),
+        Wanted(ConditionType.COMPILED, compiled),
+        Wanted(ConditionType.SERVING_PATCHED, serving_state),
+    ]
 
-    previous = mw.status.conditions
-    new_conditions = conditions.merge(previous, wanted, generation=mw.metadata.generation, at=now)
-    # One Event per transition of Ready: its reason already names what the others say, and one
-    # Event per condition would post three or four near-identical Events at every step.
-    for changed in conditions.transitions(previous, new_conditions[:1]):
-        kind = "Normal" if changed.status == "True" or changed.reason in NORMAL_REASONS else "Warning"
-        plan.events.append(
-            (kind, changed.reason, f"{changed.type}={changed.status}: {changed.message}"[:1024])
-        )
+    new_conditions = conditions.merge(mw.status.conditions, wanted, generation=mw.metadata.generation, at=now)
+    plan.events = _ready_events(mw.status.conditions, new_conditions)
     plan.status = ModelWarmupStatus(
         observed_generation=mw.metadata.generation,
         conditions=new_conditions,
         resolved_revision=commits[0] if commits else mw.status.resolved_revision,
-        cache_key=model_key or mw.status.cache_key,
+        model_key=model_key or mw.status.model_key,
         targets=targets,
         patched_deployments=patched,
     )
     return plan
+
+
+def _ready_events(previous: list[Condition], current: list[Condition]) -> list[tuple[str, str, str]]:
+    """One Event per transition of Ready: its reason already names what the others say, and one
+    Event per condition would post three or four near-identical Events at every step."""
+    events = []
+    for changed in conditions.transitions(previous, current[:1]):
+        kind = "Normal" if changed.status == "True" or changed.reason in NORMAL_REASONS else "Warning"
+        events.append((kind, changed.reason, f"{changed.type}={changed.status}: {changed.message}"[:1024]))
+    return events
+
+
+def decide_invalid(
+    previous: ModelWarmupStatus, generation: int | None, problems: list[str], *, now: str
+) -> Plan:
+    """A spec the models reject: every condition False with InvalidSpec, an Event on the transition.
+
+    Nothing is created or patched; what the status said of targets and keys stays as it was.
+    """
+    message = "; ".join(problems)[:1024]
+    state = State("False", Reason.INVALID_SPEC, message)
+    wanted = [Wanted(type_, state) for type_ in ConditionType]
+    new_conditions = conditions.merge(previous.conditions, wanted, generation=generation, at=now)
+    status = previous.model_copy(update={"observed_generation": generation, "conditions": new_conditions})
+    return Plan(status=status, events=_ready_events(previous.conditions, new_conditions))
 
 
 def _commit(observed: Observed, target: TargetStatus) -> str | None:
@@ -235,10 +259,10 @@ def _commit(observed: Observed, target: TargetStatus) -> str | None:
 
 def _serving(
     observed: Observed, mw: ModelWarmup, model_key: str | None, settings: OperatorSettings, plan: Plan
-) -> tuple[list[str], tuple[str, str, str]]:
+) -> tuple[list[str], State]:
     """Which Deployments are wired to the current key, patches to get there, and the condition."""
     if mw.spec.serving is None:
-        return [], ("True", "NoServing", "no Deployments to wire")
+        return [], State("True", Reason.NO_SERVING, "no Deployments to wire")
     own = mw.metadata.name
     patched: list[str] = []
     conflicts: list[str] = []
@@ -261,17 +285,13 @@ def _serving(
         plan.patches[name] = serving.json_patch(deployment, new_template, owner=own)
         patched.append(name)
     if observed.missing_deployments:
-        return patched, (
-            "False",
-            "DeploymentNotFound",
-            f"not found: {', '.join(observed.missing_deployments)}",
-        )
+        missing = ", ".join(observed.missing_deployments)
+        return patched, State("False", Reason.DEPLOYMENT_NOT_FOUND, f"not found: {missing}")
     if conflicts:
-        return patched, (
-            "False",
-            "DeploymentConflict",
-            f"wired by another ModelWarmup: {', '.join(conflicts)}",
-        )
+        wired = ", ".join(conflicts)
+        return patched, State("False", Reason.DEPLOYMENT_CONFLICT, f"wired by another ModelWarmup: {wired}")
     if model_key is None:
-        return patched, ("False", "WaitingForCache", "Deployments switch once every target is warm")
-    return patched, ("True", "Patched", f"{len(patched)} Deployment(s) use cache key {model_key}")
+        return patched, State(
+            "False", Reason.WAITING_FOR_CACHE, "Deployments switch once every target is warm"
+        )
+    return patched, State("True", Reason.PATCHED, f"{len(patched)} Deployment(s) use model key {model_key}")

@@ -97,9 +97,9 @@ def build_job(mw: ModelWarmup, target: Target, key: str, settings: OperatorSetti
 
 
 def build_prune_job(
-    mw: ModelWarmup, cache_key: str, keep: list[str], settings: OperatorSettings
+    mw: ModelWarmup, model_key: str, keep: list[str], settings: OperatorSettings
 ) -> dict[str, Any]:
-    """The Job deleting entries of the model that ``cache_key`` superseded (retention DeleteSuperseded).
+    """The Job deleting entries of the model that ``model_key`` superseded (retention DeleteSuperseded).
 
     Named after the key it keeps, so it runs once per switch; no token, no GPU, any node.
     """
@@ -108,7 +108,7 @@ def build_prune_job(
         args += ["--keep", kept]
     return _worker_job(
         mw,
-        name=naming.job_name(mw.metadata.name, "prune", digest.digest(cache_key, length=10)),
+        name=naming.job_name(mw.metadata.name, "prune", digest.digest(model_key, length=10)),
         labels={
             wiring.MANAGED_BY: wiring.OPERATOR,
             wiring.LABEL_RESOURCE: mw.metadata.name[: naming.MAX_NAME],

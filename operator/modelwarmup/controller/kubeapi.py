@@ -17,8 +17,8 @@ from urllib.parse import quote, urlencode
 from modelwarmup import __version__, errors
 from modelwarmup.api import resource
 
-Manifest = dict[str, Any]
-Manifests = list[Manifest]
+KubeObject = dict[str, Any]  # a Kubernetes object as JSON: what goes over the wire
+KubeObjects = list[KubeObject]
 USER_AGENT = f"modelwarmup-operator/{__version__}"  # tells our requests from kopf's in audit logs
 
 
@@ -65,7 +65,7 @@ class KubeApi:
         query: dict[str, str] | None = None,
         body: Any = None,
         content_type: str = "application/json",
-    ) -> Manifest:
+    ) -> KubeObject:
         from kubernetes.client import exceptions
 
         url = self.configuration.host.rstrip("/") + path + (f"?{urlencode(query)}" if query else "")
@@ -86,7 +86,7 @@ class KubeApi:
             raise _api_error(status, getattr(response, "reason", ""), data)
         return json.loads(data) if data else {}
 
-    def get(self, kind: Kind, namespace: str, name: str) -> Manifest:
+    def get(self, kind: Kind, namespace: str, name: str) -> KubeObject:
         return self.request("GET", kind.path(namespace, name))
 
     def list(
@@ -96,22 +96,22 @@ class KubeApi:
         *,
         labels: dict[str, str] | None = None,
         label_in: tuple[str, list[str]] | None = None,
-    ) -> Manifests:
+    ) -> KubeObjects:
         """Objects of a namespace with these labels (and ``label_in``'s label having one of its values)."""
         requirements = [f"{k}={v}" for k, v in (labels or {}).items()]
         if label_in is not None:
             requirements.append(f"{label_in[0]} in ({','.join(sorted(set(label_in[1])))})")
         query = {"labelSelector": ",".join(requirements)} if requirements else None
-        items: Manifests = self.request("GET", kind.path(namespace), query=query).get("items", [])
+        items: KubeObjects = self.request("GET", kind.path(namespace), query=query).get("items", [])
         # Servers filter; re-checking costs nothing and guards against one that doesn't.
         return [i for i in items if _has_labels(i, labels or {}, label_in)]
 
-    def create(self, kind: Kind, namespace: str, body: Manifest) -> Manifest:
+    def create(self, kind: Kind, namespace: str, body: KubeObject) -> KubeObject:
         return self.request("POST", kind.path(namespace), body=body)
 
     def merge_patch(
-        self, kind: Kind, namespace: str, name: str, patch: Manifest, *, subresource: str | None = None
-    ) -> Manifest:
+        self, kind: Kind, namespace: str, name: str, patch: KubeObject, *, subresource: str | None = None
+    ) -> KubeObject:
         return self.request(
             "PATCH",
             kind.path(namespace, name, subresource),
@@ -119,13 +119,13 @@ class KubeApi:
             content_type="application/merge-patch+json",
         )
 
-    def json_patch(self, kind: Kind, namespace: str, name: str, patch: Manifests) -> Manifest:
+    def json_patch(self, kind: Kind, namespace: str, name: str, patch: KubeObjects) -> KubeObject:
         return self.request(
             "PATCH", kind.path(namespace, name), body=patch, content_type="application/json-patch+json"
         )
 
 
-def _has_labels(item: Manifest, labels: dict[str, str], label_in: tuple[str, list[str]] | None) -> bool:
+def _has_labels(item: KubeObject, labels: dict[str, str], label_in: tuple[str, list[str]] | None) -> bool:
     found = item.get("metadata", {}).get("labels") or {}
     if any(found.get(k) != v for k, v in labels.items()):
         return False

@@ -16,12 +16,10 @@ from modelwarmup.contracts import wiring
 from modelwarmup.contracts.summary import WorkerSummary
 from modelwarmup.controller import kubeapi
 from modelwarmup.controller.decide import JobPhase, JobView, Observed
-from modelwarmup.controller.kubeapi import KubeApi
-
-Manifest = dict[str, Any]
+from modelwarmup.controller.kubeapi import KubeApi, KubeObject
 
 
-def job_phase(job: Manifest) -> JobPhase:
+def job_phase(job: KubeObject) -> JobPhase:
     status = job.get("status") or {}
     for condition in status.get("conditions") or []:
         if condition.get("status") != "True":
@@ -35,13 +33,13 @@ def job_phase(job: Manifest) -> JobPhase:
     return "Pending"
 
 
-def job_attempts(job: Manifest) -> int:
+def job_attempts(job: KubeObject) -> int:
     """Pods the Job has run or runs: finished ones and active ones."""
     status = job.get("status") or {}
     return int(status.get("failed") or 0) + int(status.get("succeeded") or 0) + int(status.get("active") or 0)
 
 
-def _termination(pod: Manifest) -> tuple[str, float]:
+def _termination(pod: KubeObject) -> tuple[str, float]:
     """The worker's termination message and when its container finished."""
     for container in (pod.get("status") or {}).get("containerStatuses") or []:
         terminated = (container.get("state") or {}).get("terminated") or {}
@@ -104,7 +102,7 @@ def job_views(api: KubeApi, namespace: str, keys: list[str]) -> dict[str, list[J
     return dict(views)
 
 
-def _selected(deployment: Manifest, match_labels: dict[str, str], expressions: list[Any]) -> bool:
+def _selected(deployment: KubeObject, match_labels: dict[str, str], expressions: list[Any]) -> bool:
     labels = deployment.get("metadata", {}).get("labels") or {}
     if any(labels.get(k) != v for k, v in match_labels.items()):
         return False
@@ -121,7 +119,7 @@ def _selected(deployment: Manifest, match_labels: dict[str, str], expressions: l
     return True
 
 
-def deployments(api: KubeApi, mw: ModelWarmup) -> tuple[dict[str, Manifest], tuple[str, ...]]:
+def deployments(api: KubeApi, mw: ModelWarmup) -> tuple[dict[str, KubeObject], tuple[str, ...]]:
     """The Deployments the resource names or selects, and the named ones that do not exist."""
     serving = mw.spec.serving
     namespace = mw.metadata.namespace or "default"
@@ -134,7 +132,7 @@ def deployments(api: KubeApi, mw: ModelWarmup) -> tuple[dict[str, Manifest], tup
             d for d in listed if _selected(d, dict(selector.match_labels), list(selector.match_expressions))
         ]
         return {d["metadata"]["name"]: d for d in chosen}, ()
-    found: dict[str, Manifest] = {}
+    found: dict[str, KubeObject] = {}
     missing: list[str] = []
     for name in serving.names:
         try:
@@ -173,7 +171,7 @@ def other_keys(api: KubeApi, mw: ModelWarmup) -> tuple[str, ...]:
         claim = (cache.get("persistentVolumeClaim") or {}).get("claimName") or (
             cache.get("create") or {}
         ).get("name", "modelwarmup-cache")
-        key = (other.get("status") or {}).get("cacheKey")
+        key = (other.get("status") or {}).get("modelKey")
         if key and claim == mw.spec.cache.claim_name and cache.get("subPath", "") == mw.spec.cache.sub_path:
             used.add(str(key))
     return tuple(sorted(used))

@@ -4,7 +4,7 @@ What is added, each under a name of ours so it can be found and removed again:
 the cache claim as a read-only volume, its mount and the environment in the chosen containers
 (``HF_HOME``, ``HF_HUB_OFFLINE=1``, the runtime loader's switch, key and ``PYTHONPATH``), an
 emptyDir holding the loader, an init container that verifies the cache for the node and installs
-the loader there, and the ``modelwarmup.dev/cache-key`` annotation on the pod template. The patch
+the loader there, and the ``modelwarmup.dev/model-key`` annotation on the pod template. The patch
 is a JSON patch guarded by a ``test`` of the resourceVersion, so a concurrent edit by someone else
 makes it fail (and the next reconcile recomputes it) instead of being overwritten; it works the
 same on every API server, unlike a strategic merge.
@@ -13,10 +13,10 @@ same on every API server, unlike a strategic merge.
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 from modelwarmup.api.resource import ModelWarmup
 from modelwarmup.contracts import wiring
+from modelwarmup.controller.kubeapi import KubeObject
 
 CACHE_VOLUME = "modelwarmup-cache"
 RUNTIME_VOLUME = "modelwarmup-runtime"
@@ -29,15 +29,13 @@ OUR_ENV = (
     wiring.ENV_AUTOLOAD,
 )
 
-Manifest = dict[str, Any]
 
-
-def _without(items: list[Manifest], names: tuple[str, ...] | str) -> list[Manifest]:
+def _without(items: list[KubeObject], names: tuple[str, ...] | str) -> list[KubeObject]:
     names = (names,) if isinstance(names, str) else names
     return [i for i in items if i.get("name") not in names]
 
 
-def _filter(parent: Manifest, field: str, names: tuple[str, ...]) -> None:
+def _filter(parent: KubeObject, field: str, names: tuple[str, ...]) -> None:
     """Drop our named items from ``parent[field]``, and the list itself once nothing is left."""
     if field not in parent:
         return
@@ -46,7 +44,7 @@ def _filter(parent: Manifest, field: str, names: tuple[str, ...]) -> None:
         del parent[field]  # the template as it was before we added to it
 
 
-def _restricted() -> Manifest:
+def _restricted() -> KubeObject:
     return {
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
@@ -61,19 +59,19 @@ def _strip_pythonpath(value: str) -> str:
     return ":".join(parts)
 
 
-def _verify_args(mount: str, cache_key: str, repo: str) -> list[str]:
+def _verify_args(mount: str, model_key: str, repo: str) -> list[str]:
     return [
         "verify",
         "--cache-dir", mount,
-        "--cache-key", cache_key,
+        "--model-key", model_key,
         "--model-path", repo,
         "--warn-only",
         "--install-runtime", f"{wiring.RUNTIME_MOUNT}/python",
     ]  # fmt: skip
 
 
-def wired_template(template: Manifest, mw: ModelWarmup, cache_key: str, runtime_image: str) -> Manifest:
-    """The pod template with our wiring for ``cache_key`` (any older wiring replaced)."""
+def wired_template(template: KubeObject, mw: ModelWarmup, model_key: str, runtime_image: str) -> KubeObject:
+    """The pod template with our wiring for ``model_key`` (any older wiring replaced)."""
     serving = mw.spec.serving
     assert serving is not None
     mount = serving.mount_path
@@ -101,7 +99,7 @@ def wired_template(template: Manifest, mw: ModelWarmup, cache_key: str, runtime_
             {"name": "HF_HOME", "value": f"{mount}/hf"},
             {"name": "HF_HUB_OFFLINE", "value": "1"},
             {"name": wiring.ENV_CACHE_DIR, "value": mount},
-            {"name": wiring.ENV_MODEL_KEY, "value": cache_key},
+            {"name": wiring.ENV_MODEL_KEY, "value": model_key},
             {"name": wiring.ENV_AUTOLOAD, "value": "1"},
             {
                 "name": "PYTHONPATH",
@@ -114,17 +112,17 @@ def wired_template(template: Manifest, mw: ModelWarmup, cache_key: str, runtime_
             "name": INIT_CONTAINER,
             "image": runtime_image,
             "command": ["modelwarmup"],
-            "args": _verify_args(mount, cache_key, mw.spec.model.repo),
+            "args": _verify_args(mount, model_key, mw.spec.model.repo),
             "volumeMounts": [cache_mount, {**runtime_mount, "readOnly": False}],
             "securityContext": _restricted(),
         }
         pod["initContainers"] = [verify, *pod.get("initContainers", [])]
     annotations = new.setdefault("metadata", {}).setdefault("annotations", {})
-    annotations[wiring.ANNOTATION_MODEL_KEY] = cache_key
+    annotations[wiring.ANNOTATION_MODEL_KEY] = model_key
     return new
 
 
-def unwired_template(template: Manifest) -> Manifest:
+def unwired_template(template: KubeObject) -> KubeObject:
     """The pod template with everything of ours removed."""
     new = copy.deepcopy(template)
     pod = new.setdefault("spec", {})
@@ -148,22 +146,22 @@ def unwired_template(template: Manifest) -> Manifest:
     return new
 
 
-def current_key(deployment: Manifest) -> str | None:
+def current_key(deployment: KubeObject) -> str | None:
     """The cache key a Deployment's pods are wired to, if any."""
     annotations = deployment.get("spec", {}).get("template", {}).get("metadata", {}).get("annotations") or {}
     key = annotations.get(wiring.ANNOTATION_MODEL_KEY)
     return str(key) if key else None
 
 
-def wired_by(deployment: Manifest) -> str | None:
+def wired_by(deployment: KubeObject) -> str | None:
     annotations = deployment.get("metadata", {}).get("annotations") or {}
     owner = annotations.get(wiring.ANNOTATION_WIRED_BY)
     return str(owner) if owner else None
 
 
-def json_patch(deployment: Manifest, template: Manifest, *, owner: str | None) -> list[Manifest]:
+def json_patch(deployment: KubeObject, template: KubeObject, *, owner: str | None) -> list[KubeObject]:
     """A JSON patch replacing the pod template, guarded by the resourceVersion it was computed from."""
-    patch: list[Manifest] = []
+    patch: list[KubeObject] = []
     version = deployment.get("metadata", {}).get("resourceVersion")
     if version:
         patch.append({"op": "test", "path": "/metadata/resourceVersion", "value": version})

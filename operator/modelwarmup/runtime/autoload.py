@@ -167,18 +167,28 @@ if _os.environ.get({wiring.ENV_AUTOLOAD!r}) == "1":
 """
 
 
+# What a serving process imports of modelwarmup (pure Python, the standard library and torch
+# alone on the activation path); the operator, the worker and the API models stay out.
+RUNTIME_PARTS = ("__init__.py", "py.typed", "errors.py", "contracts", "cache", "compilation", "runtime")
+
+
 def install_runtime(target: Path) -> None:
-    """Copy the modelwarmup package (pure Python) and a sitecustomize.py into ``target``."""
+    """Copy the serving side of modelwarmup and a sitecustomize.py into ``target``."""
     import shutil
 
     import modelwarmup
 
     source = Path(modelwarmup.__file__).parent
-    target.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(
-        source,
-        target / "modelwarmup",
-        dirs_exist_ok=True,
-        ignore=shutil.ignore_patterns("__pycache__", "devkit"),
-    )
+    package = target / "modelwarmup"
+    package.mkdir(parents=True, exist_ok=True)
+    for part in RUNTIME_PARTS:
+        if (source / part).is_dir():
+            shutil.copytree(
+                source / part,
+                package / part,
+                dirs_exist_ok=True,
+                ignore=shutil.ignore_patterns("__pycache__"),
+            )
+        else:
+            shutil.copy2(source / part, package / part)
     (target / "sitecustomize.py").write_text(SITECUSTOMIZE, encoding="utf-8")

@@ -17,19 +17,17 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from pydantic import BaseModel, ConfigDict
 
 from modelwarmup.cache import layout
 from modelwarmup.compilation import recipe
 
 
-class ActivationResult(BaseModel):
+@dataclass(frozen=True)
+class ActivationResult:
     """Where a serving process now compiles from, and what it found in the entry."""
-
-    model_config = ConfigDict(frozen=True)
 
     entry_dir: Path
     inductor_dir: Path

@@ -120,9 +120,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser = commands.add_parser("verify", help="check that the cache holds a complete entry for this node")
     parser.add_argument("--cache-dir", type=Path, required=True)
     parser.add_argument("--model-path", help="the model's repo id")
-    parser.add_argument(
-        "--cache-key", help="<model-key> or <model-key>/<platform-key> (the operator passes it)"
-    )
+    parser.add_argument("--model-key", help="the model key whose entries to check (the operator passes it)")
     parser.add_argument("--devices", default=None, help="cpu, gpu or gpu:N; default: the first GPU if any")
     parser.add_argument("--warn-only", action="store_true", help="report a problem but exit 0 (serve cold)")
     parser.add_argument(
@@ -140,7 +138,11 @@ def run(args: argparse.Namespace) -> int:
         from modelwarmup.runtime import autoload
 
         autoload.install_runtime(args.install_runtime)
-    model_key = (args.cache_key or "").split("/")[0] or None
+    model_key = args.model_key or None
+    if model_key is not None and "/" in model_key:
+        raise errors.InvalidOptionError(
+            f"--model-key {model_key!r} is an entry key (<model-key>/<platform-key>); pass its model key"
+        )
     device = devices.resolve_device(args.devices, None)
     verdict = verify(
         CacheLayout(args.cache_dir),

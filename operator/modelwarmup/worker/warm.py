@@ -144,13 +144,13 @@ def warm_cache(request: WarmCacheRequest, environ: Mapping[str, str]) -> WorkerS
         fields["commit"] = repos[0].commit
     settings = with_device(request.compile, device) if request.compile is not None else None
     model_key = compute_model_key(request, repos, settings)
-    cache_key = f"{model_key}/{platform_key}"
+    entry_key = f"{model_key}/{platform_key}"
     entry = cache.entry(model_key, platform_key)
 
     with layout.entry_lock(cache, model_key, platform_key, timeout_s=request.lock_timeout_s):
         existing = layout.read_manifest(entry)
         if existing is not None and not request.force:
-            _write_ref(ref, cache_key)
+            _write_ref(ref, entry_key)
             return _hit(existing, started, how="manifest")
         layout.remove_stale_staging(cache, model_key, platform_key)
         progress = os.isatty(2)
@@ -184,12 +184,12 @@ def warm_cache(request: WarmCacheRequest, environ: Mapping[str, str]) -> WorkerS
                 download_seconds=download_seconds,
             )
             layout.publish(staging, entry, built)
-        _write_ref(ref, cache_key)
-    report.phase_line("published", entry_key=cache_key, bytes=built["bytes"])
+        _write_ref(ref, entry_key)
+    report.phase_line("published", entry_key=entry_key, bytes=built["bytes"])
     return _summary(
         built,
         reason="Warmed",
-        message=f"warmed {request.model.repo}@{repos[0].commit[:12]} into {cache_key}",
+        message=f"warmed {request.model.repo}@{repos[0].commit[:12]} into {entry_key}",
         download_seconds=round(download_seconds, 3),
         compile_seconds=built["timings"]["compile_seconds"],
         resumed_bytes=sum(s.resumed_bytes for s in stats),
@@ -197,8 +197,8 @@ def warm_cache(request: WarmCacheRequest, environ: Mapping[str, str]) -> WorkerS
     )
 
 
-def _write_ref(ref: Path, cache_key: str) -> None:
-    layout.write_text_atomic(ref, cache_key)
+def _write_ref(ref: Path, entry_key: str) -> None:
+    layout.write_text_atomic(ref, entry_key)
 
 
 def _compile(

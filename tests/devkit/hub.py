@@ -5,8 +5,8 @@ talks to it through the real ``huggingface_hub`` client (``snapshot_download``, 
 ``HfApi.model_info`` ...). ``LocalHub`` serves local directories as model repos, answering the
 requests that client makes with the same status codes and headers the real hub sends, and lets a
 test inject faults (5xx, connections cut mid-body, corrupted bytes) and read back what the client
-asked for. The repo/commit model lives in ``modelwarmup.devkit.hub_repo``, the faults, request log
-and byte-range serving in ``modelwarmup.devkit.hub_faults``.
+asked for. The repo/commit model lives in ``tests.devkit.hub_repo``, the faults, request log
+and byte-range serving in ``tests.devkit.hub_faults``.
 
 Endpoints (``{rev}`` is a branch, tag or commit sha, percent-encoded as the client sends it):
 
@@ -33,7 +33,7 @@ downloads stay plain HTTP either way.
 
 Use ``with LocalHub() as hub:`` from sync code (server on a background thread with its own event
 loop), ``async with LocalHub() as hub:`` from async code (server on the running loop), or run
-``python -m modelwarmup.devkit.hub --repo org/name=DIR [--tiny org/tiny] [--port N]``.
+``python -m tests.devkit.hub --repo org/name=DIR [--tiny org/tiny] [--port N]``.
 """
 
 from __future__ import annotations
@@ -56,9 +56,10 @@ from urllib.parse import quote, unquote
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from modelwarmup.devkit import hub_repo
-from modelwarmup.devkit.hub_faults import BodyFaults, FaultInjector, RequestRecord, send_file
-from modelwarmup.devkit.hub_repo import DEFAULT_LFS_THRESHOLD, Access, Commit, HubFile, HubRepo
+from tests.background import BackgroundLoop
+from tests.devkit import hub_repo
+from tests.devkit.hub_faults import BodyFaults, FaultInjector, RequestRecord, send_file
+from tests.devkit.hub_repo import DEFAULT_LFS_THRESHOLD, Access, Commit, HubFile, HubRepo
 
 __all__ = ["LocalHub", "RequestRecord", "main"]
 
@@ -89,8 +90,7 @@ class LocalHub(FaultInjector):
         self._lock = threading.Lock()
         self._runners: list[web.AppRunner] = []
         self._bound: tuple[int, int] | None = None
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._background: BackgroundLoop | None = None
 
     # ---- repos -------------------------------------------------------------------------------
     def add_repo(
@@ -164,39 +164,28 @@ class LocalHub(FaultInjector):
 
     def start(self) -> LocalHub:
         """Start serving on a background thread with its own event loop."""
-        if self._thread is not None:
+        if self._background is not None:
             raise RuntimeError("LocalHub already started")
-        ready = threading.Event()
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            loop = self._loop = asyncio.new_event_loop()
-            try:
-                loop.run_until_complete(self.start_async())
-            except BaseException as exc:  # reported to start()'s caller
-                errors.append(exc)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(self.stop_async())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="LocalHub", daemon=True)
-        self._thread.start()
-        ready.wait()
-        if errors:
-            self._thread = None
-            raise errors[0]
+        background = BackgroundLoop(self._serve, name="LocalHub")
+        try:
+            background.start()
+        except RuntimeError as error:  # what start_async raised, e.g. a port in use
+            raise (error.__cause__ or error) from None
+        self._background = background
         return self
 
+    async def _serve(self, ready: threading.Event, stopping: asyncio.Event) -> None:
+        await self.start_async()
+        ready.set()
+        try:
+            await stopping.wait()
+        finally:
+            await self.stop_async()
+
     def stop(self) -> None:
-        if self._thread is None or self._loop is None:
-            return
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        self._thread = self._loop = None
+        if self._background is not None:
+            self._background.stop(timeout=10)
+            self._background = None
 
     def __enter__(self) -> LocalHub:
         return self.start()
@@ -329,9 +318,7 @@ def _error(status: int, code: str, message: str, *, commit: str | None = None) -
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m modelwarmup.devkit.hub", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m tests.devkit.hub", description=__doc__.split("\n")[0])
     parser.add_argument("--repo", action="append", default=[], metavar="ORG/NAME=DIR", help="serve DIR")
     parser.add_argument("--tiny", action="append", default=[], metavar="ORG/NAME", help="serve a tiny llama")
     parser.add_argument("--gated", action="append", default=[], metavar="ORG/NAME=TOKEN")
@@ -350,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="localhub-") as tmp:
         repos = _pairs(args.repo)
         for repo_id in args.tiny:
-            from modelwarmup.devkit.tiny_model import make_tiny_llama
+            from tests.devkit.tiny_model import make_tiny_llama
 
             repos.append((repo_id, str(make_tiny_llama(Path(tmp) / repo_id.replace("/", "--")))))
         for repo_id, directory in repos:

@@ -19,7 +19,7 @@ from typing import Literal
 
 from aiohttp import web
 
-from modelwarmup.devkit.hub_repo import HubFile
+from tests.devkit.hub_repo import HubFile
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Repositories, commits and file metadata for the local hub (see ``modelwarmup.devkit.hub``).
+"""Repositories, commits and file metadata for the local hub (see ``tests.devkit.hub``).
 
 This is the data model only, no HTTP. It mirrors what the Hugging Face Hub reports about a repo:
 

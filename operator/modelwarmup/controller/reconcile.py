@@ -1,0 +1,111 @@
+"""The service layer under the kopf handlers: one level-based reconcile, and unwiring on delete.
+
+:func:`reconcile` validates the body at the edge, then observes, decides (a pure function) and
+applies; an invalid spec goes through the same decide/apply path with its own decision.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+import pydantic
+
+from modelwarmup import errors
+from modelwarmup.api import resource
+from modelwarmup.api.resource import ModelWarmup
+from modelwarmup.api.status import ModelWarmupStatus
+from modelwarmup.controller import apply, conditions, decide, kubeapi, naming, observe, serving
+from modelwarmup.controller.memo import Runtime
+
+
+def reconcile(runtime: Runtime, body: dict[str, Any], logger: kopf.Logger) -> None:
+    """Observe, decide, apply, for one resource body."""
+    meta = body.get("metadata", {})
+    namespace = meta.get("namespace") or "default"
+    body = {**body, "metadata": {**meta, "namespace": namespace}}
+    with runtime.lock(namespace, meta["name"]):
+        runtime.metrics.reconciles.inc()
+        if (written := runtime.written(namespace, meta["name"])) is not None:
+            body["status"] = written
+        try:
+            mw = ModelWarmup.from_body(body)
+        except pydantic.ValidationError as error:
+            runtime.waits(namespace, meta["name"], ())
+            problems = errors.describe_validation_error(error, root="")
+            previous = ModelWarmupStatus.model_validate(body.get("status") or {})
+            invalid = decide.decide_invalid(previous, meta.get("generation"), problems, now=conditions.now())
+            identity = resource.ObjectMeta(name=meta["name"], namespace=namespace, uid=meta.get("uid"))
+            apply.apply(runtime.api, identity, previous, invalid, logger)
+            runtime.written(namespace, meta["name"], apply.status_body(invalid)["status"])
+            logger.warning("invalid spec: %s", "; ".join(problems))
+            return
+        image = mw.spec.worker.image or runtime.settings.worker_image
+        keys = [naming.warmup_key(mw.spec, target, image) for target in mw.spec.targets]
+        runtime.waits(namespace, mw.metadata.name, keys)
+        try:
+            with runtime.warming(namespace, keys):
+                observed = observe.observe(runtime.api, mw, keys)
+                plan = decide.decide(observed, runtime.settings, now=conditions.now())
+                retry = apply.apply(runtime.api, mw.metadata, mw.status, plan, logger)
+                runtime.written(namespace, mw.metadata.name, apply.status_body(plan)["status"])
+        except errors.KubeApiError as error:
+            runtime.metrics.reconcile_errors.inc()
+            raise kopf.TemporaryError(f"API error, will retry: {error}", delay=15) from None
+        runtime.metrics.record(namespace, mw.metadata.name, mw.status, plan.status)
+        if retry:
+            raise kopf.TemporaryError(f"Deployments changed while patching: {', '.join(retry)}", delay=2)
+
+
+def _news(runtime: Runtime, namespace: str, name: str, job: dict[str, Any], event: str) -> bool:
+    """Whether a Job's event can change what this resource's status says about it.
+
+    A Job's phase and attempt count move whenever a pod of it finishes (and with them the result
+    the operator reads); an event that moves neither (the Job's creation, a label, a pod start
+    the status already shows) needs no reconcile. A deleted Job always does. Unknown until this
+    process wrote a status.
+    """
+    written = runtime.written(namespace, name)
+    if written is None or event == "DELETED":
+        return True
+    phase, attempts = observe.job_phase(job), observe.job_attempts(job)
+    for target in written.get("targets") or []:
+        if target.get("job") == job.get("metadata", {}).get("name"):
+            recorded = target.get("phase")
+            same = recorded == phase or (recorded == "CacheHit" and phase == "Succeeded")
+            return not (same and int(target.get("attempts") or 0) == attempts)
+    return True
+
+
+def reconcile_for_job(
+    runtime: Runtime, namespace: str, name: str, job: dict[str, Any], event: str, logger: kopf.Logger
+) -> None:
+    """Reconcile a resource waiting on ``job`` if the Job's event may change its status."""
+    with runtime.lock(namespace, name):  # after a reconcile in flight: judge news by what it wrote
+        if not _news(runtime, namespace, name, job, event):
+            return
+        try:
+            body = runtime.api.get(kubeapi.MODELWARMUPS, namespace, name)
+        except errors.KubeApiError as error:
+            if error.not_found:
+                return  # deleted meanwhile: its Jobs are garbage-collected
+            raise
+        if body.get("metadata", {}).get("deletionTimestamp"):
+            return
+        reconcile(runtime, body, logger)
+
+
+def unwire(runtime: Runtime, body: dict[str, Any], logger: kopf.Logger) -> None:
+    """Remove what this resource added to Deployments; the cache stays (retention policy)."""
+    meta = body["metadata"]
+    namespace, name = meta.get("namespace") or "default", meta["name"]
+    with runtime.lock(namespace, name):
+        for deployment in runtime.api.list(kubeapi.DEPLOYMENTS, namespace):
+            if serving.wired_by(deployment) != name:
+                continue
+            template = deployment.get("spec", {}).get("template", {})
+            patch = serving.json_patch(deployment, serving.unwired_template(template), owner=None)
+            runtime.api.json_patch(kubeapi.DEPLOYMENTS, namespace, deployment["metadata"]["name"], patch)
+            logger.info("unwired Deployment %s", deployment["metadata"]["name"])
+    runtime.metrics.forget(namespace, name)
+    runtime.forget(namespace, name)
