@@ -6,10 +6,14 @@ import copy
 from pathlib import Path
 from typing import Any
 
+import pytest
+import yaml
+
 from modelwarmup import errors, manifests
 from modelwarmup.contracts import wiring
-from modelwarmup.controller import jobs, serving
+from modelwarmup.controller import jobs, naming, serving
 from modelwarmup.controller.settings import OperatorSettings
+from tests.k8s.semantics import json_merge_patch
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -101,3 +105,30 @@ def test_worker_accepts_the_arguments_the_operator_builds() -> None:
     assert built.compile is not None and built.compile.batch_sizes == (1, 8, 32)
     assert built.compile.extra_options == {"coordinate_descent_tuning": True}
     assert built.draft is not None and built.draft.repo == "google/gemma-3-1b-it"
+
+
+@pytest.mark.parametrize(
+    ("change", "shares"),
+    [
+        ({"model": {"tokenSecretRef": {"name": "other-token"}}}, False),
+        ({"targets": [{"tolerations": [{"key": "gpu", "operator": "Exists"}]}]}, False),
+        ({"worker": {"serviceAccountName": "warmer"}}, False),
+        ({"worker": {"env": [{"name": "TORCHINDUCTOR_MAX_AUTOTUNE", "value": "1"}]}}, False),
+        ({"worker": {"backoffLimit": 7, "activeDeadlineSeconds": 600}}, True),
+        ({"serving": {"names": ["chat"]}}, True),
+    ],
+)
+def test_resources_share_a_warm_up_only_when_each_could_have_run_its_job(
+    change: dict[str, Any], shares: bool
+) -> None:
+    base = yaml.safe_load((ROOT / "examples" / "minimal.yaml").read_text())
+    base["spec"]["model"]["tokenSecretRef"] = {"name": "hf-token"}
+    other = copy.deepcopy(base)
+    if "targets" in change:  # a change to the first target, the rest of it as it was
+        change = {"targets": [{**base["spec"]["targets"][0], **change["targets"][0]}]}
+    other["spec"] = json_merge_patch(other["spec"], change)
+    first, second = (manifests.validate_body(b).spec for b in (base, other))
+    same = naming.warmup_key(first, first.targets[0], "img") == naming.warmup_key(
+        second, second.targets[0], "img"
+    )
+    assert same is shares

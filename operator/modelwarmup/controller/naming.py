@@ -13,15 +13,25 @@ MAX_NAME: Final = 63
 
 
 def warmup_inputs(spec: ModelWarmupSpec, target: Target, worker_image: str) -> dict[str, Any]:
-    """Everything that decides a target's cache entry, as the operator can see it (pre-resolution)."""
+    """Everything that decides a target's warm-up Job, as the operator can see it (pre-resolution).
+
+    Resources share a Job, and so an entry, only when all of it matches: the same model, settings,
+    platform and cache, and a Job they could each have run themselves (the same token Secret, the
+    same tolerations, ServiceAccount and worker environment). Retry and deadline settings only
+    change how long a Job tries, not whether it can succeed, and are left out.
+    """
     return {
-        "model": spec.model.model_dump(mode="json", exclude={"token_secret_ref", "endpoint"}),
+        "model": spec.model.model_dump(mode="json", exclude={"endpoint"}),
         "endpoint": spec.model.endpoint,
         "compile": spec.compile.model_dump(mode="json"),
         "target": target.model_dump(
-            mode="json", include={"node_selector", "devices", "resources", "runtime_class_name"}
+            mode="json",
+            include={"node_selector", "tolerations", "devices", "resources", "runtime_class_name"},
         ),
         "cache": {"claim": spec.cache.claim_name, "sub_path": spec.cache.sub_path},
+        "worker": spec.worker.model_dump(
+            mode="json", include={"image_pull_policy", "service_account_name", "env"}
+        ),
         "worker_image": worker_image,
     }
 
