@@ -12,7 +12,7 @@ from modelwarmup import manifests
 from modelwarmup.api.resource import ModelWarmup
 from modelwarmup.contracts import wiring
 from modelwarmup.contracts.summary import WorkerSummary
-from modelwarmup.controller import decide, naming, serving
+from modelwarmup.controller import decide, naming, observe, serving
 from modelwarmup.controller.decide import JobView, Observed
 from modelwarmup.controller.settings import OperatorSettings
 
@@ -252,3 +252,53 @@ def test_delete_superseded_prunes_once_serving_switched_and_keeps_keys_in_use() 
     assert decide.decide(kept, SETTINGS, now=NOW).prune_job is None
     first_warm = Observed(mw=mw, jobs_by_key=jobs_by_key, deployments={"chat": deployment()})
     assert decide.decide(first_warm, SETTINGS, now=NOW).prune_job is None
+
+
+@pytest.mark.parametrize(
+    ("pod_status", "reason"),
+    [
+        (
+            {
+                "containerStatuses": [
+                    {"state": {"waiting": {"reason": "ImagePullBackOff", "message": "no such image"}}}
+                ]
+            },
+            "ImagePullBackOff",
+        ),
+        (
+            {
+                "conditions": [
+                    {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": "Unschedulable",
+                        "message": "0/3 nodes have nvidia.com/gpu",
+                    }
+                ]
+            },
+            "Unschedulable",
+        ),
+    ],
+)
+def test_a_job_whose_pod_cannot_start_is_pending_with_the_pods_reason(
+    pod_status: dict[str, Any], reason: str
+) -> None:
+    why = observe.stuck({"status": pod_status})
+    assert why is not None and why[0] == reason
+    mw = resource()
+    view = JobView(name="j", owner=mw.metadata.name, phase="Running", attempts=1, stuck=why)
+    plan = decide.decide(
+        Observed(mw=mw, jobs_by_key={key_of(mw): [view]}, deployments={"chat": deployment()}),
+        SETTINGS,
+        now=NOW,
+    )
+    [target] = plan.status.targets
+    assert (target.phase, target.reason) == ("Pending", reason) and why[1] in target.message
+    assert conditions(plan)["Ready"] == ("False", "JobPending")
+    assert why[1] in plan.status.conditions[0].message
+    assert (
+        observe.stuck(
+            {"status": {"containerStatuses": [{"state": {"waiting": {"reason": "ContainerCreating"}}}]}}
+        )
+        is None
+    )

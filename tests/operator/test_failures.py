@@ -3,11 +3,13 @@ retried by the Job (podFailurePolicy and backoffLimit) and ends Ready."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
+from typing import Any
 
 from tests.devkit.hub import LocalHub
-from tests.k8s.client import KubeClient
+from tests.k8s.client import SECRETS, KubeClient
 from tests.k8s.emulator import ApiServer
 from tests.k8s.kopf_runner import OperatorThread
 from tests.k8s.kubelet import LocalKubelet
@@ -55,3 +57,29 @@ def test_hub_errors_are_retried_by_the_job_until_ready(
     assert len(kube.list(PODS, namespace=NS)) == 3
     # The Job did the retrying; the operator created it once.
     assert len(cluster.requests(method="POST", resource=str(JOBS), user_agent="modelwarmup-operator")) == 1
+
+
+def test_a_pod_that_cannot_start_is_named_in_status_and_starts_once_fixed(
+    cluster: ApiServer, kube: KubeClient, kubelet: LocalKubelet, operator: OperatorThread
+) -> None:
+    """The Job controller counts a pod stuck in CreateContainerConfigError as active: without a
+    look at the pod, the resource would say Warming until the Job's deadline."""
+    body = helpers.warmup("no-secret")
+    body["spec"]["model"]["tokenSecretRef"] = {"name": "hf-token"}
+    kube.create(MW, body, namespace=NS)
+
+    def stuck() -> dict[str, Any] | None:
+        obj = kube.get_or_none(MW, "no-secret", namespace=NS)
+        targets = ((obj or {}).get("status") or {}).get("targets") or [{}]
+        return obj if targets[0].get("reason") == "CreateContainerConfigError" else None
+
+    obj = helpers.wait_for(stuck, timeout=30, message=lambda: str(kube.get(MW, "no-secret", namespace=NS)))
+    [target] = obj["status"]["targets"]
+    assert target["phase"] == "Pending" and 'secret "hf-token" not found' in target["message"], target
+    ready = helpers.conditions(obj)["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "JobPending")
+    assert 'secret "hf-token" not found' in ready["message"], ready
+
+    token = base64.b64encode(b"hf_anything").decode()  # the local hub serves the tiny model to anyone
+    kube.create(SECRETS, {"metadata": {"name": "hf-token"}, "data": {"token": token}}, namespace=NS)
+    helpers.wait_condition(kube, "no-secret", status="True", timeout=60)

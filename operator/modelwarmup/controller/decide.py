@@ -36,6 +36,7 @@ class JobView:
     attempts: int
     summary: WorkerSummary | None = None
     message: str = ""
+    stuck: tuple[str, str] | None = None  # (reason, message): why its pod cannot start
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,12 @@ def _target_status(target: Target, view: JobView | None, own: str, *, created: s
             bytes=summary.bytes,
             download_seconds=summary.download_seconds,
             compile_seconds=summary.compile_seconds,
+        )
+    if view.stuck is not None and view.phase in ("Pending", "Running"):
+        reason, why = view.stuck
+        # The Job controller counts the pod as active; it has not started and will not by itself.
+        return TargetStatus(
+            **{**base, "reason": reason, "message": f"{reason}: {why}"[:1024]}, phase="Pending"
         )
     shared = view.owner != own
     if shared:
@@ -177,7 +184,9 @@ def decide(observed: Observed, settings: OperatorSettings, *, now: str) -> Plan:
     else:
         waiting = Reason.JOB_PENDING if phases <= {"Pending"} else Reason.WARMING
         running = ", ".join(
-            f"{t.name}: {t.phase}" for t in targets if t.phase not in ("Succeeded", "CacheHit")
+            f"{t.name}: {t.message if t.phase == 'Pending' and t.reason else t.phase}"
+            for t in targets
+            if t.phase not in ("Succeeded", "CacheHit")
         )
         weights = compiled = State("False", waiting, f"waiting for warm-up Jobs ({running})")
 

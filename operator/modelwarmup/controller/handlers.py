@@ -64,6 +64,16 @@ def register(
         for name in sorted(owners):
             service.reconcile_for_job(runtime, namespace, name, dict(body), type, logger)
 
+    @kopf.on.event("", "v1", "pods", labels={wiring.MANAGED_BY: wiring.OPERATOR}, registry=registry)
+    def on_pod(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+        runtime: Runtime = memo.runtime
+        meta = body.get("metadata", {})
+        namespace, labels = meta.get("namespace") or "default", meta.get("labels") or {}
+        owners = {labels[wiring.LABEL_RESOURCE]} if labels.get(wiring.LABEL_RESOURCE) else set()
+        owners |= runtime.waiting_on(namespace, labels.get(wiring.LABEL_WARMUP_KEY, ""))
+        for name in sorted(owners):
+            service.reconcile_for_pod(runtime, namespace, name, dict(body), logger)
+
     @kopf.timer(
         *RESOURCE, interval=settings.resync_seconds, initial_delay=settings.resync_seconds, registry=registry
     )

@@ -48,6 +48,35 @@ def _termination(pod: KubeObject) -> tuple[str, float]:
     return "", 0.0
 
 
+# Reasons a pod's container waits that will not pass by themselves: each needs a person (a
+# Secret to create, an image name to fix, a node to add). The Job controller counts such pods as
+# active, so without these the warm-up would look like it is running until its deadline.
+STUCK_REASONS = frozenset(
+    {
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "ErrImageNeverPull",
+    }
+)
+
+
+def stuck(pod: KubeObject) -> tuple[str, str] | None:
+    """Why a pod cannot start, as (reason, message), or None while it may still start."""
+    status = pod.get("status") or {}
+    for container in status.get("containerStatuses") or []:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in STUCK_REASONS:
+            return str(waiting["reason"]), str(waiting.get("message") or "")[:500]
+    for condition in status.get("conditions") or []:
+        scheduled = (condition.get("type"), condition.get("status"), condition.get("reason"))
+        if scheduled == ("PodScheduled", "False", "Unschedulable"):
+            return "Unschedulable", str(condition.get("message") or "")[:500]
+    return None
+
+
 def _sortable(timestamp: Any) -> float:
     if not timestamp:
         return 0.0
@@ -69,6 +98,7 @@ def job_views(api: KubeApi, namespace: str, keys: list[str]) -> dict[str, list[J
         return {}
     pods = api.list(kubeapi.PODS, namespace, labels=labels, label_in=label_in)
     results: dict[str, list[tuple[float, str]]] = defaultdict(list)
+    waiting: dict[str, tuple[str, str]] = {}
     for pod in pods:
         labels = pod.get("metadata", {}).get("labels") or {}
         job = labels.get("job-name") or labels.get("batch.kubernetes.io/job-name")
@@ -80,6 +110,8 @@ def job_views(api: KubeApi, namespace: str, keys: list[str]) -> dict[str, list[J
         message, finished = _termination(pod)
         if job and message:
             results[job].append((finished, message))
+        if job and (why := stuck(pod)) is not None:
+            waiting[job] = why
     views: dict[str, list[JobView]] = defaultdict(list)
     for job in found:
         meta = job.get("metadata", {})
@@ -97,6 +129,7 @@ def job_views(api: KubeApi, namespace: str, keys: list[str]) -> dict[str, list[J
                 attempts=job_attempts(job),
                 summary=summary,
                 message=(summary.message if summary is not None else "") or message[-500:],
+                stuck=waiting.get(meta["name"]),
             )
         )
     return dict(views)

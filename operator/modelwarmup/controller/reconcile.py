@@ -77,22 +77,54 @@ def _news(runtime: Runtime, namespace: str, name: str, job: dict[str, Any], even
     return True
 
 
+def _pod_news(runtime: Runtime, namespace: str, name: str, pod: dict[str, Any]) -> bool:
+    """Whether a warm-up pod's event changes what the status says about it: it got stuck (a missing
+    Secret, an image that cannot be pulled, no node for it), or the status says stuck and it is
+    not any more. The Job does not change in either case: it counts the pod as active throughout."""
+    written = runtime.written(namespace, name)
+    if written is None:
+        return False  # nothing to correct yet; the reconcile that writes it reads the pods
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    job = labels.get("job-name") or labels.get("batch.kubernetes.io/job-name")
+    now_stuck = observe.stuck(pod)
+    for target in written.get("targets") or []:
+        if target.get("job") == job:
+            recorded = target.get("reason") if target.get("phase") == "Pending" else None
+            return recorded != (now_stuck[0] if now_stuck else None) and (
+                now_stuck is not None or recorded in observe.STUCK_REASONS
+            )
+    return False
+
+
 def reconcile_for_job(
     runtime: Runtime, namespace: str, name: str, job: dict[str, Any], event: str, logger: kopf.Logger
 ) -> None:
     """Reconcile a resource waiting on ``job`` if the Job's event may change its status."""
     with runtime.lock(namespace, name):  # after a reconcile in flight: judge news by what it wrote
-        if not _news(runtime, namespace, name, job, event):
-            return
-        try:
-            body = runtime.api.get(kubeapi.MODELWARMUPS, namespace, name)
-        except errors.KubeApiError as error:
-            if error.not_found:
-                return  # deleted meanwhile: its Jobs are garbage-collected
-            raise
-        if body.get("metadata", {}).get("deletionTimestamp"):
-            return
-        reconcile(runtime, body, logger)
+        if _news(runtime, namespace, name, job, event):
+            _reconcile_named(runtime, namespace, name, logger)
+
+
+def reconcile_for_pod(
+    runtime: Runtime, namespace: str, name: str, pod: dict[str, Any], logger: kopf.Logger
+) -> None:
+    """Reconcile a resource waiting on a warm-up pod if the pod got stuck or unstuck."""
+    with runtime.lock(namespace, name):
+        if _pod_news(runtime, namespace, name, pod):
+            _reconcile_named(runtime, namespace, name, logger)
+
+
+def _reconcile_named(runtime: Runtime, namespace: str, name: str, logger: kopf.Logger) -> None:
+    """Reconcile the resource as it is now (an event of its Job or pod carries that, not the resource)."""
+    try:
+        body = runtime.api.get(kubeapi.MODELWARMUPS, namespace, name)
+    except errors.KubeApiError as error:
+        if error.not_found:
+            return  # deleted meanwhile: its Jobs are garbage-collected
+        raise
+    if body.get("metadata", {}).get("deletionTimestamp"):
+        return
+    reconcile(runtime, body, logger)
 
 
 def unwire(runtime: Runtime, body: dict[str, Any], logger: kopf.Logger) -> None:
