@@ -30,6 +30,7 @@ VALUE_SETS: dict[str, list[str]] = {
         "logging.format=json",
     ],
     "no-crds-no-metrics": ["--set", "crds.enabled=false", "--set", "metrics.port=0"],
+    "peered": ["--set", "peering.enabled=true", "--set", "replicaCount=2"],
 }
 
 
@@ -99,7 +100,7 @@ def _documented_grants() -> set[tuple[str, str, str]]:
     return grants
 
 
-@pytest.mark.parametrize("name", ["default", "namespaced"])
+@pytest.mark.parametrize("name", ["default", "namespaced", "peered"])
 def test_rbac_grants_nothing_beyond_the_documented_needs(helm: Path, name: str) -> None:
     documented = _documented_grants()
     assert documented, "docs/rbac.md has no grant table"
@@ -159,3 +160,18 @@ def test_every_value_is_documented() -> None:
         assert lines[index - 1].strip().startswith("#"), (
             f"values.yaml line {index + 1} ({key}) has no comment above it"
         )
+
+
+def test_peering_installs_kopfs_crds_and_names_the_peering_the_replicas_share(helm: Path) -> None:
+    documents = render(helm, *VALUE_SETS["peered"])
+    crds = {d["metadata"]["name"] for d in documents if d["kind"] == "CustomResourceDefinition"}
+    assert {"clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"} <= crds
+    deployment = next(d for d in documents if d["kind"] == "Deployment")
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MODELWARMUP_PEERING"] == "1" and env["MODELWARMUP_PEERING_NAME"] == "mw-modelwarmup"
+    assert (deployment["spec"]["replicas"], deployment["spec"]["strategy"]["type"]) == (2, "RollingUpdate")
+    [role] = [d for d in documents if d["kind"] == "ClusterRole"]
+    peering = next(r for r in role["rules"] if r["apiGroups"] == ["kopf.dev"])
+    assert peering["resources"] == ["clusterkopfpeerings"] and "create" in peering["verbs"]
+    unpeered = render(helm, "--set", "peering.enabled=true", "--set", "peering.installCrds=false")
+    assert not [d for d in unpeered if d["metadata"]["name"].endswith(".kopf.dev")]

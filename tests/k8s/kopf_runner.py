@@ -142,6 +142,5 @@ class OperatorThread:
             namespaces=self.namespaces,
             stop_flag=stopping,
             ready_flag=ready,
-            memo=self.memo,
-            standalone=True,
+            memo=self.memo,  # standalone or peering: as the settings say (fast_settings: standalone)
         )

@@ -45,11 +45,13 @@ def hub(tiny_model: Path) -> Iterator[LocalHub]:
 
 
 @pytest.fixture
-def cluster(api_server: ApiServer) -> Iterator[ApiServer]:
-    """The API server with the CRD; afterwards, every request the operator made was allowed by docs/rbac.md."""
+def cluster(api_server: ApiServer, request: pytest.FixtureRequest) -> Iterator[ApiServer]:
+    """The API server with the CRD; afterwards, every request the operator made was allowed by
+    docs/rbac.md (with the peering rules for a test marked ``peering``)."""
     api_server.install_crd(str(helpers.CRD_PATH))
     yield api_server
-    assert not rbac.denied(api_server.requests()), rbac.denied(api_server.requests())
+    peering = request.node.get_closest_marker("peering") is not None
+    assert not rbac.denied(api_server.requests(), peering=peering), rbac.denied(api_server.requests())
 
 
 @pytest.fixture

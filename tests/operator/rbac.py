@@ -22,13 +22,13 @@ OPERATOR_AGENTS = ("kopf/", "modelwarmup-operator/")
 _VERBS = {"POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}
 
 
-def rules() -> list[dict[str, Any]]:
+def rules(*, peering: bool = False) -> list[dict[str, Any]]:
     block = re.search(r"```yaml\n(.*?)```", DOC.read_text(), re.S)
     assert block is not None, f"no YAML block in {DOC}"
     parsed = yaml.safe_load(block.group(1))
-    # kopf peering is off (standalone): its rules are for the chart's peering.enabled only.
+    # The kopf.dev rules are for the chart's peering.enabled only; standalone, they are not granted.
     everything = [*parsed["rules"], *parsed["clusterRules"]]
-    return [rule for rule in everything if "kopf.dev" not in rule["apiGroups"]]
+    return [rule for rule in everything if peering or "kopf.dev" not in rule["apiGroups"]]
 
 
 def verb(request: LoggedRequest) -> str:
@@ -46,9 +46,9 @@ def _group_and_resource(request: LoggedRequest) -> tuple[str, str]:
     return group, plural + (f"/{request.subresource}" if request.subresource else "")
 
 
-def denied(requests: Iterable[LoggedRequest]) -> list[str]:
+def denied(requests: Iterable[LoggedRequest], *, peering: bool = False) -> list[str]:
     """The operator's requests that the rules do not allow, described."""
-    allowed = rules()
+    allowed = rules(peering=peering)
     found = []
     for request in requests:
         if (

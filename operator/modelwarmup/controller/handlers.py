@@ -43,6 +43,8 @@ def register(
         kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=resource.GROUP)
         kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=resource.GROUP)
         kopf_settings.posting.enabled = False  # our own Events, on condition transitions only
+        if settings.peering:
+            service.ensure_peering(memo.runtime, settings)
 
     credentials.register_login(registry, settings.credentials_source())
 

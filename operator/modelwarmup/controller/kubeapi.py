@@ -28,9 +28,11 @@ class Kind:
     version: str
     plural: str
 
-    def path(self, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
+    def path(self, namespace: str | None, name: str | None = None, subresource: str | None = None) -> str:
+        """The URL path; ``namespace`` None for a cluster-scoped kind."""
         base = f"/api/{self.version}" if not self.group else f"/apis/{self.group}/{self.version}"
-        path = f"{base}/namespaces/{quote(namespace)}/{self.plural}"
+        scope = f"/namespaces/{quote(namespace)}" if namespace is not None else ""
+        path = f"{base}{scope}/{self.plural}"
         if name is not None:
             path += f"/{quote(name)}"
         if subresource is not None:
@@ -44,6 +46,9 @@ PODS = Kind("", "v1", "pods")
 DEPLOYMENTS = Kind("apps", "v1", "deployments")
 CLAIMS = Kind("", "v1", "persistentvolumeclaims")
 EVENTS = Kind("", "v1", "events")
+# kopf's peering objects: one per watched namespace, or one for the cluster.
+PEERINGS = Kind("kopf.dev", "v1", "kopfpeerings")
+CLUSTER_PEERINGS = Kind("kopf.dev", "v1", "clusterkopfpeerings")
 
 
 class KubeApi:
@@ -106,7 +111,7 @@ class KubeApi:
         # Servers filter; re-checking costs nothing and guards against one that doesn't.
         return [i for i in items if _has_labels(i, labels or {}, label_in)]
 
-    def create(self, kind: Kind, namespace: str, body: KubeObject) -> KubeObject:
+    def create(self, kind: Kind, namespace: str | None, body: KubeObject) -> KubeObject:
         return self.request("POST", kind.path(namespace), body=body)
 
     def merge_patch(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 
 import kopf
 
@@ -25,6 +26,11 @@ def run_operator(settings: OperatorSettings, *, registry: kopf.OperatorRegistry 
     kopf.run(
         registry=registry,
         standalone=not settings.peering,
+        peering_name=settings.peering_name if settings.peering else None,
+        # Peers of equal priority all pause: each replica draws its own unless one is given.
+        priority=settings.peering_priority
+        if settings.peering_priority is not None
+        else random.randrange(1, 2**31),
         clusterwide=not settings.namespaces,
         namespaces=list(settings.namespaces),
         liveness_endpoint=f"http://0.0.0.0:{settings.liveness_port}/healthz"

@@ -17,6 +17,7 @@ from modelwarmup.api.resource import ModelWarmup
 from modelwarmup.api.status import ModelWarmupStatus
 from modelwarmup.controller import apply, conditions, decide, kubeapi, naming, observe, serving
 from modelwarmup.controller.memo import Runtime
+from modelwarmup.controller.settings import OperatorSettings
 
 
 def reconcile(runtime: Runtime, body: dict[str, Any], logger: kopf.Logger) -> None:
@@ -125,6 +126,26 @@ def _reconcile_named(runtime: Runtime, namespace: str, name: str, logger: kopf.L
     if body.get("metadata", {}).get("deletionTimestamp"):
         return
     reconcile(runtime, body, logger)
+
+
+def ensure_peering(runtime: Runtime, settings: OperatorSettings) -> None:
+    """Create the kopf peering object(s) the replicas share, if missing: kopf only updates one.
+
+    One ClusterKopfPeering when watching every namespace, else a KopfPeering in each watched one.
+    """
+    body = {"apiVersion": "kopf.dev/v1", "metadata": {"name": settings.peering_name}}
+    targets = (
+        [(kubeapi.CLUSTER_PEERINGS, None)]
+        if not settings.namespaces
+        else [(kubeapi.PEERINGS, namespace) for namespace in settings.namespaces]
+    )
+    for kind, namespace in targets:
+        kind_name = "ClusterKopfPeering" if namespace is None else "KopfPeering"
+        try:
+            runtime.api.create(kind, namespace, {**body, "kind": kind_name})
+        except errors.KubeApiError as error:
+            if not error.conflict:
+                raise
 
 
 def unwire(runtime: Runtime, body: dict[str, Any], logger: kopf.Logger) -> None:

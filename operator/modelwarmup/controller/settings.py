@@ -41,6 +41,13 @@ class OperatorSettings(BaseModel):
     """Plain text lines, or one JSON object per line."""
     peering: bool = False
     """Run kopf peering (several replicas, one active); standalone otherwise."""
+    peering_name: str = Field(
+        default="modelwarmup", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63
+    )
+    """The kopf peering object the replicas share (created at startup when missing)."""
+    peering_priority: int | None = Field(default=None, ge=0)
+    """This replica's priority among its peers (the highest acts, the others wait); random when
+    unset, since peers of equal priority all pause."""
     kubeconfig: str | None = None
     """A kubeconfig (or several joined by ":", as $KUBECONFIG); the pod's ServiceAccount or ~/.kube/config when unset."""
     kube_context: str | None = None
@@ -78,6 +85,8 @@ class OperatorSettings(BaseModel):
             ("log_level", "LOG_LEVEL"),
             ("log_format", "LOG_FORMAT"),
             ("peering", "PEERING"),
+            ("peering_name", "PEERING_NAME"),
+            ("peering_priority", "PEERING_PRIORITY"),
         ):
             if (value := get(name)) is not None:
                 values[field] = value
