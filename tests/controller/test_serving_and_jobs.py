@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +133,14 @@ def test_resources_share_a_warm_up_only_when_each_could_have_run_its_job(
         second, second.targets[0], "img"
     )
     assert same is shares
+
+
+@pytest.mark.parametrize("name", ["a" * 62 + "-b" * 10, "team.a" + "-" * 57 + "x", "x" * 253])
+def test_job_names_and_labels_stay_valid_for_the_api_server_whatever_the_resource_name(name: str) -> None:
+    job = naming.job_name(name, "cpu", "0123456789")
+    labels = naming.job_labels(name, "cpu", "0123456789")
+    assert len(job) <= 63 and re.fullmatch(
+        r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", job
+    )
+    for value in labels.values():
+        assert len(value) <= 63 and re.fullmatch(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?", value), value

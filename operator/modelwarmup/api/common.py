@@ -8,14 +8,43 @@ int-or-string, list types) ride along as JSON-schema extras that :mod:`modelwarm
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
+
+from modelwarmup.api import quantity
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 CONDITION_REASON = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+# A label key: an optional DNS-subdomain prefix and "/", then a name of at most 63 characters.
+LABEL_KEY = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
+QUALIFIED_NAME_MAX = 317  # a 253-character prefix, "/", a 63-character name
+
+
+def check_labels(labels: dict[str, str]) -> dict[str, str]:
+    """Keys and values as the API server accepts them in a nodeSelector or on an object."""
+    for key, value in labels.items():
+        name = key.rpartition("/")[2]
+        if not re.fullmatch(LABEL_KEY, key) or len(key) > QUALIFIED_NAME_MAX or len(name) > 63:
+            raise ValueError(
+                f"{key!r} is not a label key (an optional DNS prefix and '/', then a name of <= 63)"
+            )
+        if not re.fullmatch(LABEL_VALUE, value):
+            raise ValueError(f"{key}: {value!r} is not a label value (<= 63 letters, digits, '-', '_', '.')")
+    return labels
 
 
 def cel(rule: str, message: str, *, field_path: str | None = None) -> dict[str, Any]:
@@ -25,6 +54,11 @@ def cel(rule: str, message: str, *, field_path: str | None = None) -> dict[str, 
     it names the same field as the models do.
     """
     return {"rule": rule, "message": message, **({"fieldPath": field_path} if field_path else {})}
+
+
+def validations(*rules: dict[str, Any]) -> dict[str, Any]:
+    """JSON-schema extras carrying CEL rules for the API server."""
+    return {"x-kubernetes-validations": list(rules)}
 
 
 class ApiModel(BaseModel):
@@ -41,8 +75,16 @@ class ApiModel(BaseModel):
 
 # A resource quantity ("8Gi", "500m", 2): Kubernetes' int-or-string. Bounded, as every string a
 # CEL rule may walk must be for the API server to accept the rule's cost.
+def _quantity(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError("should match a quantity such as 500m, 64Gi or 2")
+    quantity.parse(value)
+    return value
+
+
 Quantity = Annotated[
-    int | Annotated[str, StringConstraints(max_length=64)],
+    int | Annotated[str, StringConstraints(max_length=64, pattern=quantity.PATTERN)],
+    BeforeValidator(_quantity),  # one error naming the field, not one per branch of the union
     Field(json_schema_extra={"x-kubernetes-int-or-string": True}),
 ]
 # Map sizes: a CEL rule iterating a map is refused by the API server unless it has maxProperties.
@@ -52,16 +94,48 @@ MAX_RESOURCE_NAMES = 32
 class Toleration(ApiModel):
     """A Kubernetes toleration, as in a Pod spec."""
 
-    key: str | None = None
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!(has(self.operator) && self.operator == 'Exists' && has(self.value) && self.value != '')",
+                "value must be empty when operator is Exists",
+                field_path=".value",
+            ),
+            cel(
+                "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+                "tolerationSeconds needs effect NoExecute",
+                field_path=".tolerationSeconds",
+            ),
+        )
+    )
+
+    key: str | None = Field(default=None, max_length=QUALIFIED_NAME_MAX)
     """The taint key the toleration applies to; empty matches all keys (with operator Exists)."""
-    operator: Literal["Exists", "Equal"] | None = None
+    # maxLength: the rules below compare these, and a real API server bounds their cost by it.
+    operator: Literal["Exists", "Equal"] | None = Field(default=None, json_schema_extra={"maxLength": 8})
     """How the key relates to the value: Exists or Equal (the default)."""
-    value: str | None = None
+    value: str | None = Field(default=None, max_length=63)
     """The taint value to match when the operator is Equal."""
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, json_schema_extra={"maxLength": 16}
+    )
     """The taint effect to match; empty matches all effects."""
     toleration_seconds: int | None = None
     """How long a NoExecute taint is tolerated before eviction, in seconds."""
+
+    @field_validator("value")
+    @classmethod
+    def _no_value_with_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value and info.data.get("operator") == "Exists":
+            raise ValueError("value must be empty when operator is Exists")
+        return value
+
+    @field_validator("toleration_seconds")
+    @classmethod
+    def _seconds_need_no_execute(cls, seconds: int | None, info: ValidationInfo) -> int | None:
+        if seconds is not None and info.data.get("effect") != "NoExecute":
+            raise ValueError("tolerationSeconds needs effect NoExecute")
+        return seconds
 
 
 class ResourceRequirements(ApiModel):
@@ -71,6 +145,11 @@ class ResourceRequirements(ApiModel):
     """Maximum resources, e.g. {"nvidia.com/gpu": 1, "memory": "64Gi"}; GPUs are requested here."""
     requests: dict[str, Quantity] = Field(default_factory=dict, max_length=MAX_RESOURCE_NAMES)
     """Minimum resources the scheduler reserves, e.g. {"cpu": "8", "memory": "32Gi"}."""
+
+    @model_validator(mode="after")
+    def _as_the_api_server_checks(self) -> ResourceRequirements:
+        quantity.check_resources(dict(self.limits), dict(self.requests))
+        return self
 
 
 class LabelSelectorRequirement(ApiModel):
@@ -119,8 +198,3 @@ class Condition(ApiModel):
     """The .metadata.generation the condition was computed from."""
     last_transition_time: str
     """When the status last flipped (RFC 3339); unchanged while the status stays the same."""
-
-
-def validations(*rules: dict[str, Any]) -> dict[str, Any]:
-    """JSON-schema extras carrying CEL rules for the API server."""
-    return {"x-kubernetes-validations": list(rules)}

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from modelwarmup.api import quantity
 from modelwarmup.api.common import (
     DNS_LABEL,
     DNS_SUBDOMAIN,
@@ -22,6 +23,7 @@ from modelwarmup.api.common import (
     ResourceRequirements,
     Toleration,
     cel,
+    check_labels,
     validations,
 )
 from modelwarmup.contracts import compile as compile_contract
@@ -126,9 +128,9 @@ class Target(ApiModel):
 
     name: str = Field(pattern=DNS_LABEL, max_length=40)
     """A short name for the platform, unique in the resource, e.g. "h100" or "l4"."""
-    node_selector: dict[str, str] = Field(default_factory=dict)
+    node_selector: dict[str, str] = Field(default_factory=dict, max_length=64)
     """Node labels the warm-up Job must run on: the same as the serving pods'."""
-    tolerations: list[Toleration] = Field(default_factory=list)
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
     """Taints the warm-up Job tolerates, as the serving pods do."""
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
     """The warm-up container's resources; request GPUs in limits, e.g. {"nvidia.com/gpu": 1}."""
@@ -136,6 +138,8 @@ class Target(ApiModel):
     """cpu, gpu (the first GPU) or gpu:0,1 (those GPUs); unset means the first GPU if any, else CPU."""
     runtime_class_name: str | None = Field(default=None, pattern=DNS_SUBDOMAIN)
     """The RuntimeClass the warm-up pod uses (e.g. "nvidia"), as the serving pods do."""
+
+    _labels_ok = field_validator("node_selector")(check_labels)
 
     @model_validator(mode="after")
     def _gpu_requested(self) -> Target:
@@ -164,6 +168,14 @@ class CacheVolumeTemplate(ApiModel):
     """The StorageClass; the cluster's default when unset."""
     size: Quantity
     """The claim's size, e.g. "200Gi"."""
+
+    @field_validator("size")
+    @classmethod
+    def _not_empty(cls, size: int | str) -> int | str:
+        if quantity.parse(size) <= 0:
+            raise ValueError(f"{size!r}: a cache needs a size above zero")
+        return size
+
     access_modes: list[AccessMode] = Field(
         default_factory=lambda: list[AccessMode](["ReadWriteMany"]), min_length=1
     )

@@ -46,7 +46,8 @@ def post_event(api: KubeApi, meta: ObjectMeta, type_: str, reason: str, message:
         {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"name": f"{meta.name}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
+            # An Event's name is a DNS subdomain of at most 253 characters, like the resource's.
+            "metadata": {"name": f"{meta.name[:236]}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
             "involvedObject": {
                 "apiVersion": resource.API_VERSION,
                 "kind": resource.KIND,

@@ -111,7 +111,7 @@ def build_prune_job(
         name=naming.job_name(mw.metadata.name, "prune", digest.digest(model_key, length=10)),
         labels={
             wiring.MANAGED_BY: wiring.OPERATOR,
-            wiring.LABEL_RESOURCE: mw.metadata.name[: naming.MAX_NAME],
+            wiring.LABEL_RESOURCE: naming.label_value(mw.metadata.name),
         },
         args=args,
         env=[{"name": "PYTHONUNBUFFERED", "value": "1"}],

@@ -44,13 +44,19 @@ def warmup_key(spec: ModelWarmupSpec, target: Target, worker_image: str) -> str:
 def job_name(resource_name: str, target_name: str, key: str) -> str:
     """``<resource>-<target>-<key>``, shortened to fit a label value (63 characters)."""
     suffix = f"-{target_name}-{key}"
-    return f"{resource_name[: MAX_NAME - len(suffix)].rstrip('-')}{suffix}"
+    return f"{label_value(resource_name[: MAX_NAME - len(suffix)])}{suffix}"
+
+
+def label_value(name: str) -> str:
+    """A name cut to a label value's 63 characters, never ending in "-" or "." (the API server
+    rejects both in a label value, and a Job name's last segment may not start with one)."""
+    return name[:MAX_NAME].rstrip("-.")
 
 
 def job_labels(resource_name: str, target_name: str, key: str) -> dict[str, str]:
     return {
         wiring.MANAGED_BY: wiring.OPERATOR,
-        wiring.LABEL_RESOURCE: resource_name[:MAX_NAME],
+        wiring.LABEL_RESOURCE: label_value(resource_name),
         wiring.LABEL_TARGET: target_name,
         wiring.LABEL_WARMUP_KEY: key,
     }
