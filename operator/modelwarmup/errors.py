@@ -162,9 +162,11 @@ class KubeCredentialsError(PermanentError):
 class KubeApiError(Exception):
     """The API server answered with an error status (the operator decides what it means)."""
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(self, status: int, reason: str, message: str, causes: tuple[str, ...] = ()) -> None:
         self.status = status
         self.reason = reason
+        self.message = message
+        self.causes = causes  # "field: message" of the Status's details.causes
         super().__init__(f"{status} {reason}: {message}")
 
     @property
@@ -173,4 +175,11 @@ class KubeApiError(Exception):
 
     @property
     def conflict(self) -> bool:
-        return self.status == 409
+        """Someone else changed the object first: 409, or a JSON patch whose resourceVersion
+        ``test`` failed (a 422 that names no field). Recompute and try again."""
+        return self.status == 409 or (self.status == 422 and not self.causes)
+
+    @property
+    def invalid(self) -> bool:
+        """The API server refused what we sent (400, or 422 naming fields): retrying cannot help."""
+        return self.status == 400 or (self.status == 422 and bool(self.causes))

@@ -110,6 +110,12 @@ def deployment(name: str) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------
 
 
+def valid_job(body: dict[str, Any]) -> dict[str, Any]:
+    """A Job the API server admits (GAP-ADMIT): the body given, with a pod template."""
+    template = {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}
+    return {**body, "spec": {"template": template}}
+
+
 def test_crd_is_served_and_discoverable(api_server: ApiServer, kube: KubeClient) -> None:
     crd = api_server.install_crd(CRD)
     assert {c["type"] for c in crd["status"]["conditions"]} == {"NamesAccepted", "Established"}
@@ -269,20 +275,20 @@ def test_patch_formats_and_concurrency(api_server: ApiServer, kube: KubeClient) 
     applied = kube.patch(
         JOBS,
         "applied",
-        {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "applied"}, "spec": {"a": 1}},
+        valid_job({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "applied"}}),
         namespace=NS,
         patch_type="apply",
     )
-    assert applied["metadata"]["uid"] and applied["spec"] == {"a": 1}
+    assert applied["metadata"]["uid"] and applied["spec"] == valid_job({})["spec"]
 
 
 def test_watch_resumes_without_losing_events(api_server: ApiServer, kube: KubeClient) -> None:
-    kube.create(JOBS, {"metadata": {"name": "before", "labels": {"app": "x"}}}, namespace=NS)
+    kube.create(JOBS, valid_job({"metadata": {"name": "before", "labels": {"app": "x"}}}), namespace=NS)
     listed = kube.list_raw(JOBS, namespace=NS)
     list_rv = listed["metadata"]["resourceVersion"]
 
     # Changes between the list and the watch are replayed from the list's resourceVersion.
-    kube.create(JOBS, {"metadata": {"name": "after", "labels": {"app": "x"}}}, namespace=NS)
+    kube.create(JOBS, valid_job({"metadata": {"name": "after", "labels": {"app": "x"}}}), namespace=NS)
     kube.patch(JOBS, "before", {"metadata": {"labels": {"app": "y"}}}, namespace=NS)
     kube.delete(JOBS, "after", namespace=NS, propagation_policy="Background")
     events = list(kube.watch(JOBS, namespace=NS, resource_version=list_rv, timeout_seconds=0.2))
@@ -314,7 +320,7 @@ def test_watch_too_old_resource_version_is_gone() -> None:
     with ApiServer(watch_cache_size=2) as server:
         kube = server.client()
         for i in range(4):
-            kube.create(JOBS, {"metadata": {"name": f"j{i}"}}, namespace=NS)
+            kube.create(JOBS, valid_job({"metadata": {"name": f"j{i}"}}), namespace=NS)
         events = list(kube.watch(JOBS, resource_version="1", timeout_seconds=0.2))
         assert [(e["type"], e["object"]["code"]) for e in events] == [("ERROR", 410)]
 
@@ -332,7 +338,7 @@ def test_deletion_finalizers_and_garbage_collection(api_server: ApiServer, kube:
         "controller": True,
         "blockOwnerDeletion": True,
     }
-    kube.create(JOBS, {"metadata": {"name": "dep", "ownerReferences": [ref]}}, namespace=NS)
+    kube.create(JOBS, valid_job({"metadata": {"name": "dep", "ownerReferences": [ref]}}), namespace=NS)
 
     deleting = kube.delete(MW, "owner", namespace=NS)
     assert deleting["metadata"]["deletionTimestamp"]
@@ -349,13 +355,13 @@ def test_deletion_finalizers_and_garbage_collection(api_server: ApiServer, kube:
     # A dependent of a nonexistent owner (a wrong uid) is garbage too.
     kube.create(
         JOBS,
-        {"metadata": {"name": "orphan", "ownerReferences": [{**ref, "uid": "no-such-uid"}]}},
+        valid_job({"metadata": {"name": "orphan", "ownerReferences": [{**ref, "uid": "no-such-uid"}]}}),
         namespace=NS,
     )
     wait_for(lambda: kube.get_or_none(JOBS, "orphan", namespace=NS) is None, timeout=2)
 
     # batch/v1 Jobs orphan their dependents by default; Background deletes them.
-    job = kube.create(JOBS, {"metadata": {"name": "job"}}, namespace=NS)
+    job = kube.create(JOBS, valid_job({"metadata": {"name": "job"}}), namespace=NS)
     pod_ref = {"apiVersion": "batch/v1", "kind": "Job", "name": "job", "uid": job["metadata"]["uid"]}
     kube.create(Res("v1", "pods"), {"metadata": {"name": "pod", "ownerReferences": [pod_ref]}}, namespace=NS)
     kube.delete(JOBS, "job", namespace=NS)
@@ -413,12 +419,12 @@ def test_official_kubernetes_client(api_server: ApiServer, kube: KubeClient) -> 
 
 def test_request_log_and_fault_injection(api_server: ApiServer, kube: KubeClient) -> None:
     mark = api_server.mark()
-    kube.create(JOBS, {"metadata": {"name": "j"}}, namespace=NS)
+    kube.create(JOBS, valid_job({"metadata": {"name": "j"}}), namespace=NS)
     api_server.call(lambda em: em["patch", kmock.resource("batch/v1/jobs")] << 503)
     with pytest.raises(ApiError) as err:
         kube.patch(JOBS, "j", {"spec": {"x": 1}}, namespace=NS)
     assert err.value.status == 503
-    assert "spec" not in kube.get(JOBS, "j", namespace=NS)  # an injected error changes nothing
+    assert "x" not in kube.get(JOBS, "j", namespace=NS)["spec"]  # an injected error changes nothing
     log = api_server.requests(mark, user_agent="modelwarmup-tests")
     assert [(r.method, r.resource, r.status) for r in log] == [
         ("POST", "batch/v1/jobs", 201),
@@ -643,3 +649,36 @@ def test_operator_restart_resumes_mid_work(
     wait_for(lambda: calls.counts["resume"] >= 1, timeout=10)
     assert calls.counts["create_job"] == 1
     assert operator.runs == 3
+
+
+def test_built_in_objects_are_refused_as_a_real_server_refuses_them(
+    api_server: ApiServer, kube: KubeClient
+) -> None:
+    """GAP-ADMIT: a 422 Invalid whose details.causes name the field; a failed JSON-patch test is a
+    422 without causes, which tells a conflict from a validation error."""
+    bad_label = valid_job({"metadata": {"name": "j", "labels": {"app": "ends-with-dash-"}}})
+    negative = valid_job({"metadata": {"name": "k"}})
+    negative["spec"]["template"]["spec"]["containers"][0]["resources"] = {"limits": {"cpu": "-1"}}
+    for body, field in ((bad_label, "metadata.labels"), (negative, "resources.limits[cpu]")):
+        with pytest.raises(ApiError) as err:
+            kube.create(JOBS, body, namespace=NS)
+        assert (err.value.status, err.value.body["reason"]) == (422, "Invalid")
+        assert any(field in c["field"] for c in err.value.body["details"]["causes"]), err.value.body
+
+    kube.create(DEPLOYMENTS, deployment("srv"), namespace=NS)
+    live = kube.get(DEPLOYMENTS, "srv", namespace=NS)
+    mount = {"name": "data", "mountPath": "/data"}
+    duplicate = [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": live["metadata"]["resourceVersion"]},
+        {"op": "add", "path": "/spec/template/spec/volumes", "value": [{"name": "data", "emptyDir": {}}]},
+        {"op": "add", "path": "/spec/template/spec/containers/0/volumeMounts", "value": [mount, mount]},
+    ]
+    with pytest.raises(ApiError) as err:
+        kube.patch(DEPLOYMENTS, "srv", duplicate, namespace=NS, patch_type="json")
+    [cause] = err.value.body["details"]["causes"]
+    assert cause["field"].endswith("volumeMounts[1].mountPath") and "must be unique" in cause["message"]
+
+    stale = [{"op": "test", "path": "/metadata/resourceVersion", "value": "1"}, *duplicate[1:2]]
+    with pytest.raises(ApiError) as err:
+        kube.patch(DEPLOYMENTS, "srv", stale, namespace=NS, patch_type="json")
+    assert err.value.status == 422 and not err.value.body["details"]["causes"]

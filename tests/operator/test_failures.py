@@ -14,7 +14,7 @@ from tests.k8s.emulator import ApiServer
 from tests.k8s.kopf_runner import OperatorThread
 from tests.k8s.kubelet import LocalKubelet
 from tests.operator import helpers
-from tests.operator.helpers import JOBS, MW, NS, PODS
+from tests.operator.helpers import DEPLOYMENTS, JOBS, MW, NS, PODS
 
 
 def test_missing_repository_fails_once_with_the_workers_message(
@@ -83,3 +83,28 @@ def test_a_pod_that_cannot_start_is_named_in_status_and_starts_once_fixed(
     token = base64.b64encode(b"hf_anything").decode()  # the local hub serves the tiny model to anyone
     kube.create(SECRETS, {"metadata": {"name": "hf-token"}, "data": {"token": token}}, namespace=NS)
     helpers.wait_condition(kube, "no-secret", status="True", timeout=60)
+
+
+def test_a_deployment_the_api_server_refuses_to_wire_is_reported_once_and_not_counted_as_patched(
+    cluster: ApiServer, kube: KubeClient, kubelet: LocalKubelet, operator: OperatorThread
+) -> None:
+    """Its server container already mounts something at the cache's mount path: the wiring patch
+    would give it two mounts there, which a real API server refuses (422, the field named)."""
+    deployment = helpers.deployment("chat")
+    pod = deployment["spec"]["template"]["spec"]
+    pod["volumes"] = [{"name": "scratch", "emptyDir": {}}]
+    pod["containers"][0]["volumeMounts"] = [{"name": "scratch", "mountPath": "/var/cache/modelwarmup"}]
+    kube.create(DEPLOYMENTS, deployment, namespace=NS)
+    kube.create(MW, helpers.warmup("refused", serving=["chat"]), namespace=NS)
+
+    obj = helpers.wait_condition(kube, "refused", status="False", reason="RejectedByApiServer", timeout=60)
+    ready, serving = (helpers.conditions(obj)[t] for t in ("Ready", "ServingPatched"))
+    assert "Deployment chat" in ready["message"] and "must be unique" in ready["message"], ready
+    assert (serving["status"], serving["reason"]) == ("False", "RejectedByApiServer")
+    assert obj["status"]["patchedDeployments"] == []
+    assert "annotations" not in (kube.get(DEPLOYMENTS, "chat", namespace=NS)["spec"]["template"]["metadata"])
+
+    mark = cluster.wait_quiet(0.5)
+    time.sleep(2.5)  # no retry loop: the same patch would be refused again
+    assert not cluster.requests(mark, writes_only=True, exclude_user_agent="modelwarmup-tests")
+    assert [e["reason"] for e in helpers.events(kube, "refused")].count("RejectedByApiServer") == 1

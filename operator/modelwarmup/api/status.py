@@ -40,6 +40,7 @@ class Reason(StrEnum):
     DEPLOYMENT_NOT_FOUND = "DeploymentNotFound"
     DEPLOYMENT_CONFLICT = "DeploymentConflict"
     INVALID_SPEC = "InvalidSpec"
+    REJECTED = "RejectedByApiServer"
 
 
 TargetPhase = Literal["Pending", "Running", "Succeeded", "Failed", "CacheHit"]

@@ -16,20 +16,29 @@ from modelwarmup import errors
 from modelwarmup.api import resource
 from modelwarmup.api.resource import ObjectMeta
 from modelwarmup.api.status import ModelWarmupStatus
-from modelwarmup.controller import conditions, kubeapi
+from modelwarmup.controller import conditions, decide, kubeapi
 from modelwarmup.controller.decide import Plan
 from modelwarmup.controller.kubeapi import KubeApi, KubeObject
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]  # what kopf hands to handlers
 
 
-def _create(api: KubeApi, kind: kubeapi.Kind, namespace: str, body: KubeObject, log: Logger) -> None:
+def _create(
+    api: KubeApi, kind: kubeapi.Kind, namespace: str, body: KubeObject, log: Logger
+) -> decide.Rejection | None:
+    """Create an object; a 409 means it is there already; a refusal is returned, not raised."""
     try:
         api.create(kind, namespace, body)
         log.info("created %s %s", kind.plural, body["metadata"]["name"])
     except errors.KubeApiError as error:
-        if not error.conflict:
+        if error.invalid:
+            log.warning(
+                "the API server refused %s %s: %s", kind.plural, body["metadata"]["name"], error.message
+            )
+            return decide.Rejection(body.get("kind", kind.plural), body["metadata"]["name"], error.message)
+        if error.status != 409:
             raise
+    return None
 
 
 def status_body(plan: Plan) -> KubeObject:
@@ -67,30 +76,39 @@ def post_event(api: KubeApi, meta: ObjectMeta, type_: str, reason: str, message:
     )
 
 
-def apply(api: KubeApi, meta: ObjectMeta, current: ModelWarmupStatus, plan: Plan, log: Logger) -> list[str]:
-    """Apply the plan to the resource with this metadata and status; returns the Deployments
-    whose patch must be retried."""
+def apply(
+    api: KubeApi, meta: ObjectMeta, current: ModelWarmupStatus, plan: Plan, log: Logger, *, now: str
+) -> tuple[Plan, list[str]]:
+    """Apply the plan to the resource with this metadata and status; returns the plan as carried
+    out (its status telling what the API server refused) and the Deployments to patch again."""
     namespace = meta.namespace or "default"
+    rejections: list[decide.Rejection] = []
     if plan.create_claim is not None:
-        _create(api, kubeapi.CLAIMS, namespace, plan.create_claim, log)
+        rejections += filter(None, [_create(api, kubeapi.CLAIMS, namespace, plan.create_claim, log)])
     for job in plan.create_jobs:
-        _create(api, kubeapi.JOBS, namespace, job, log)
+        rejections += filter(None, [_create(api, kubeapi.JOBS, namespace, job, log)])
     retry: list[str] = []
     for name, patch in plan.patches.items():
         try:
             api.json_patch(kubeapi.DEPLOYMENTS, namespace, name, patch)
             log.info("wired Deployment %s to model key %s", name, plan.status.model_key)
         except errors.KubeApiError as error:
-            if error.status not in (409, 422):
+            if error.invalid:
+                log.warning("the API server refused the wiring of Deployment %s: %s", name, error.message)
+                rejections.append(decide.Rejection("Deployment", name, error.message))
+            elif error.conflict:
+                log.info("Deployment %s changed while we patched it; will retry", name)
+                retry.append(name)
+            else:
                 raise
-            log.info("Deployment %s changed while we patched it; will retry", name)
-            retry.append(name)
-    if plan.prune_job is not None and not retry:
+    if plan.prune_job is not None and not retry and not rejections:
         # Only once every Deployment is on the new key. If a patch must be retried, the superseded
         # entries stay (as with Retain): never a prune under a Deployment still on the old key.
-        _create(api, kubeapi.JOBS, namespace, plan.prune_job, log)
+        rejections += filter(None, [_create(api, kubeapi.JOBS, namespace, plan.prune_job, log)])
+    if rejections:
+        plan = decide.with_rejections(plan, current, rejections, now=now)
     if status_body(plan)["status"] != current.model_dump(mode="json", by_alias=True, exclude_none=True):
         api.merge_patch(kubeapi.MODELWARMUPS, namespace, meta.name, status_body(plan), subresource="status")
     for type_, reason, message in plan.events:
         post_event(api, meta, type_, reason, message)
-    return retry
+    return plan, retry

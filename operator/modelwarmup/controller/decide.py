@@ -6,6 +6,7 @@ operator can meet is a plain unit test: observed state in, a :class:`Plan` out.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -241,6 +242,48 @@ def _ready_events(previous: list[Condition], current: list[Condition]) -> list[t
         kind = "Normal" if changed.status == "True" or changed.reason in NORMAL_REASONS else "Warning"
         events.append((kind, changed.reason, f"{changed.type}={changed.status}: {changed.message}"[:1024]))
     return events
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """An object the API server refused to create or patch (a 400, or a 422 naming fields)."""
+
+    kind: str  # "Job", "PersistentVolumeClaim", "Deployment"
+    name: str
+    message: str
+
+
+def with_rejections(
+    plan: Plan, previous: ModelWarmupStatus, rejections: list[Rejection], *, now: str
+) -> Plan:
+    """The plan's status once the API server refused some of it: say so, and claim no Deployment
+    as patched that was not. Retrying the same objects cannot help; a spec change can."""
+    message = "; ".join(f"{r.kind} {r.name}: {r.message}" for r in rejections)[:1024]
+    state = State("False", Reason.REJECTED, message)
+    refused_deployments = {r.name for r in rejections if r.kind == "Deployment"}
+    refused_warmup = any(r.kind != "Deployment" for r in rejections)
+    current = {c.type: State(c.status, c.reason, c.message) for c in plan.status.conditions}
+    wanted = [Wanted(ConditionType.READY, state)]
+    for type_ in (ConditionType.WEIGHTS_DOWNLOADED, ConditionType.COMPILED):
+        wanted.append(Wanted(type_, state if refused_warmup else current[type_]))
+    wanted.append(
+        Wanted(
+            ConditionType.SERVING_PATCHED,
+            state if refused_deployments else current[ConditionType.SERVING_PATCHED],
+        )
+    )
+    new_conditions = conditions.merge(
+        previous.conditions, wanted, generation=plan.status.observed_generation, at=now
+    )
+    status = plan.status.model_copy(
+        update={
+            "conditions": new_conditions,
+            "patched_deployments": [
+                d for d in plan.status.patched_deployments if d not in refused_deployments
+            ],
+        }
+    )
+    return dataclasses.replace(plan, status=status, events=_ready_events(previous.conditions, new_conditions))
 
 
 def decide_invalid(

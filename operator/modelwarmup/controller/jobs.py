@@ -208,7 +208,7 @@ def _worker_job(
                             "values": list(errors.PERMANENT_EXIT_CODES),
                         },
                     },
-                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
                 ]
             },
             "template": {"metadata": {"labels": labels}, "spec": pod_spec},

@@ -138,9 +138,14 @@ def _has_labels(item: KubeObject, labels: dict[str, str], label_in: tuple[str, l
 
 
 def _api_error(status: int, reason: str, body: Any) -> errors.KubeApiError:
-    message = ""
+    message, causes = "", tuple[str, ...]()
     try:
-        message = json.loads(body).get("message", "")
+        parsed = json.loads(body)
+        message = parsed.get("message", "")
+        causes = tuple(
+            f"{c.get('field', '')}: {c.get('message', '')}"
+            for c in (parsed.get("details") or {}).get("causes") or []
+        )
     except (TypeError, ValueError, AttributeError):
         message = str(body or "")[:300]
-    return errors.KubeApiError(status, reason, message)
+    return errors.KubeApiError(status, reason, message, causes)

@@ -37,7 +37,7 @@ def reconcile(runtime: Runtime, body: dict[str, Any], logger: kopf.Logger) -> No
             previous = ModelWarmupStatus.model_validate(body.get("status") or {})
             invalid = decide.decide_invalid(previous, meta.get("generation"), problems, now=conditions.now())
             identity = resource.ObjectMeta(name=meta["name"], namespace=namespace, uid=meta.get("uid"))
-            apply.apply(runtime.api, identity, previous, invalid, logger)
+            apply.apply(runtime.api, identity, previous, invalid, logger, now=conditions.now())
             runtime.written(namespace, meta["name"], apply.status_body(invalid)["status"])
             logger.warning("invalid spec: %s", "; ".join(problems))
             return
@@ -48,7 +48,9 @@ def reconcile(runtime: Runtime, body: dict[str, Any], logger: kopf.Logger) -> No
             with runtime.warming(namespace, keys):
                 observed = observe.observe(runtime.api, mw, keys)
                 plan = decide.decide(observed, runtime.settings, now=conditions.now())
-                retry = apply.apply(runtime.api, mw.metadata, mw.status, plan, logger)
+                plan, retry = apply.apply(
+                    runtime.api, mw.metadata, mw.status, plan, logger, now=conditions.now()
+                )
                 runtime.written(namespace, mw.metadata.name, apply.status_body(plan)["status"])
         except errors.KubeApiError as error:
             runtime.metrics.reconcile_errors.inc()

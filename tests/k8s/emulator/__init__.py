@@ -61,8 +61,16 @@ GAP-NS      ``GET /api/v1/namespaces`` is a 500 and ``/api/v1/namespaces/{name}`
             namespace scope (kmock's URL parser). Real: namespaces are a cluster-scoped resource.
             Namespaces are created on first use unless ``strict_namespaces=True`` (real: 404).
 
-Not emulated at all (a real server has them): admission & OpenAPI validation (a real server
-rejects invalid objects), defaulting of built-in types, RBAC (authorization; tests check the
+GAP-ADMIT   kmock stores any built-in object. Real: the kind's OpenAPI schema and apimachinery's
+            validation refuse invalid ones with a 422 whose details.causes name the fields. Here
+            (:mod:`.admission`): for Jobs, Deployments, PVCs and Events, the schema (strict) and
+            the rules for names, labels, quantities, volumes and mounts, tolerations. The
+            schema's required fields are checked before any defaulting, so a field the real
+            server would default (podFailurePolicy's onPodConditions status) must be sent. Not
+            checked: the hundreds of other field rules, other kinds, admission plugins and
+            webhooks (quota, LimitRanges, Pod Security), immutable fields on update.
+
+Not emulated at all (a real server has them): defaulting of built-in types, RBAC (authorization; tests check the
 operator's requests against docs/rbac.md instead), managedFields/field
 ownership, DELETE of collections, conversion between CRD versions (each version is stored
 separately), controllers (no Pods for Jobs, no ReplicaSets for Deployments: tests play kubelet

@@ -14,6 +14,7 @@ import kmock
 from kmock import Response  # type: ignore[attr-defined]  # not in kmock.__all__
 
 from .. import semantics
+from . import admission
 from .common import (
     _NAME_CHARS,
     CRDS,
@@ -125,6 +126,7 @@ class Creates:
             "metadata": body.pop("metadata"),
             **body,
         }
+        admission.check(res, body)  # GAP-ADMIT
         if dry_run:
             body["metadata"]["resourceVersion"] = str(self._rv)
             return body

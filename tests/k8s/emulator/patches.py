@@ -13,6 +13,7 @@ import yaml
 from kmock import Response  # type: ignore[attr-defined]  # not in kmock.__all__
 
 from .. import semantics
+from . import admission
 from .common import (
     CRDS,
     ArrayKey,
@@ -213,6 +214,7 @@ class Patches:
         if res == CRDS:
             self._validate_crd(result)
             result["status"] = self._crd_status(result)
+        admission.check(res, result)  # GAP-ADMIT
 
         # GAP-STATUS: a no-op write is not a write: same resourceVersion, no watch event.
         if result == old:
