@@ -127,3 +127,27 @@ def test_delete_superseded_prunes_the_old_entry_after_the_switch(
     assert len(prune) == 1
     wait_for(lambda: not (compiled / old_key).exists(), timeout=30)
     assert (compiled / new_key).is_dir()  # the entry serving now stays
+
+
+def test_a_job_whose_spec_was_superseded_is_cancelled_unless_another_resource_waits_on_it(
+    cluster: ApiServer, kube: KubeClient, kubelet: LocalKubelet, operator: OperatorThread
+) -> None:
+    """Quick spec updates: each earlier spec's Job would run a whole warm-up for nothing."""
+    kubelet.hold()  # the pods stay Pending: every Job is still running when the spec moves on
+    kube.create(MW, helpers.warmup("moving", revision="main"), namespace=NS)
+    kube.create(MW, helpers.warmup("sharer", revision="main"), namespace=NS)  # the same warm-up key
+    wait_for(lambda: len(helpers.jobs(kube)) == 1, timeout=20)
+    [shared] = [j["metadata"]["name"] for j in helpers.jobs(kube)]
+
+    kube.patch(MW, "moving", {"spec": {"model": {"revision": "v1"}}}, namespace=NS)
+    wait_for(lambda: len(helpers.jobs(kube)) == 2, timeout=20)  # main's Job stays: "sharer" waits on it
+    [v1_job] = [j["metadata"]["name"] for j in helpers.jobs(kube) if j["metadata"]["name"] != shared]
+
+    kube.patch(MW, "moving", {"spec": {"model": {"revision": "main"}}}, namespace=NS)
+    wait_for(lambda: [j["metadata"]["name"] for j in helpers.jobs(kube)] == [shared], timeout=20)
+    deletes = cluster.requests(method="DELETE", resource=str(JOBS), user_agent="modelwarmup-operator")
+    assert [r.name for r in deletes] == [v1_job]  # superseded, and wanted by nobody
+
+    kubelet.release()
+    helpers.wait_condition(kube, "moving", status="True", timeout=60)
+    helpers.wait_condition(kube, "sharer", status="True", timeout=60)

@@ -105,6 +105,13 @@ def apply(
         # Only once every Deployment is on the new key. If a patch must be retried, the superseded
         # entries stay (as with Retain): never a prune under a Deployment still on the old key.
         rejections += filter(None, [_create(api, kubeapi.JOBS, namespace, plan.prune_job, log)])
+    for name in plan.delete_jobs:
+        try:
+            api.delete(kubeapi.JOBS, namespace, name)
+            log.info("deleted superseded Job %s", name)
+        except errors.KubeApiError as error:
+            if not error.not_found:
+                raise
     if rejections:
         plan = decide.with_rejections(plan, current, rejections, now=now)
     if status_body(plan)["status"] != current.model_dump(mode="json", by_alias=True, exclude_none=True):

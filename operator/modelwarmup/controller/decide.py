@@ -48,6 +48,8 @@ class Observed:
     missing_deployments: tuple[str, ...] = ()
     claim_exists: bool = True
     other_keys: tuple[str, ...] = ()  # cache keys other resources on the same cache serve (retention)
+    own_jobs: tuple[tuple[str, str], ...] = ()  # (name, warm-up key) of the Jobs this resource created
+    wanted_elsewhere: frozenset[str] = frozenset()  # warm-up keys other resources wait on
 
 
 @dataclass
@@ -56,6 +58,7 @@ class Plan:
     create_claim: KubeObject | None = None
     create_jobs: list[KubeObject] = field(default_factory=list)
     prune_job: KubeObject | None = None  # created after the Deployment patches succeeded
+    delete_jobs: list[str] = field(default_factory=list)  # superseded: no resource wants their entry
     patches: dict[str, list[KubeObject]] = field(default_factory=dict)
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
 
@@ -145,6 +148,14 @@ def decide(observed: Observed, settings: OperatorSettings, *, now: str) -> Plan:
     if mw.spec.cache.create is not None and not observed.claim_exists:
         plan.create_claim = _claim(mw)
 
+    current_keys = {naming.warmup_key(mw.spec, target, image) for target in mw.spec.targets}
+    # A Job of an earlier spec that no resource waits on any more would run to its end for nothing
+    # (on a GPU node, a whole warm-up): cancel it. A shared one stays while another resource waits.
+    plan.delete_jobs = sorted(
+        name
+        for name, key in observed.own_jobs
+        if key not in current_keys and key not in observed.wanted_elsewhere
+    )
     targets: list[TargetStatus] = []
     chosen: list[JobView | None] = []
     for target in mw.spec.targets:

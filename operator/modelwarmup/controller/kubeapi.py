@@ -114,6 +114,14 @@ class KubeApi:
     def create(self, kind: Kind, namespace: str | None, body: KubeObject) -> KubeObject:
         return self.request("POST", kind.path(namespace), body=body)
 
+    def delete(self, kind: Kind, namespace: str, name: str) -> KubeObject:
+        """Delete with Background propagation (batch/v1 Jobs would otherwise orphan their pods)."""
+        return self.request(
+            "DELETE",
+            kind.path(namespace, name),
+            body={"kind": "DeleteOptions", "propagationPolicy": "Background"},
+        )
+
     def merge_patch(
         self, kind: Kind, namespace: str, name: str, patch: KubeObject, *, subresource: str | None = None
     ) -> KubeObject:

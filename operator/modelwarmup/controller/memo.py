@@ -61,6 +61,16 @@ class Runtime:
             for key in self._keys_of[(namespace, name)]:
                 self._waiting[(namespace, key)].add(name)
 
+    def wanted_by_others(self, namespace: str, name: str) -> frozenset[str]:
+        """The warm-up keys the other resources of a namespace wait on (their Jobs must stay)."""
+        with self._guard:
+            return frozenset(
+                key
+                for (ns, other), keys in self._keys_of.items()
+                if ns == namespace and other != name
+                for key in keys
+            )
+
     def waiting_on(self, namespace: str, key: str) -> set[str]:
         """The resources whose targets want the entry of this warm-up key."""
         with self._guard:

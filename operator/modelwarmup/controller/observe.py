@@ -14,7 +14,7 @@ from modelwarmup import errors
 from modelwarmup.api.resource import ModelWarmup
 from modelwarmup.contracts import wiring
 from modelwarmup.contracts.summary import WorkerSummary
-from modelwarmup.controller import kubeapi
+from modelwarmup.controller import kubeapi, naming
 from modelwarmup.controller.decide import JobPhase, JobView, Observed
 from modelwarmup.controller.kubeapi import KubeApi, KubeObject
 
@@ -210,11 +210,29 @@ def other_keys(api: KubeApi, mw: ModelWarmup) -> tuple[str, ...]:
     return tuple(sorted(used))
 
 
-def observe(api: KubeApi, mw: ModelWarmup, keys: list[str]) -> Observed:
-    """What the cluster holds for ``mw``, whose targets' warm-up keys are ``keys``."""
+def own_jobs(api: KubeApi, mw: ModelWarmup) -> tuple[tuple[str, str], ...]:
+    """(name, warm-up key) of every warm-up Job this resource created, for any spec it had."""
+    labels = {wiring.MANAGED_BY: wiring.OPERATOR, wiring.LABEL_RESOURCE: naming.label_value(mw.metadata.name)}
+    found = api.list(kubeapi.JOBS, mw.metadata.namespace or "default", labels=labels)
+    return tuple(
+        (job["metadata"]["name"], (job["metadata"].get("labels") or {}).get(wiring.LABEL_WARMUP_KEY, ""))
+        for job in found
+        if wiring.LABEL_WARMUP_KEY in (job["metadata"].get("labels") or {})
+    )
+
+
+def observe(api: KubeApi, mw: ModelWarmup, keys: list[str], *, wanted_elsewhere: frozenset[str]) -> Observed:
+    """What the cluster holds for ``mw``, whose targets' warm-up keys are ``keys``.
+
+    Its Jobs of earlier specs are listed only when the spec changed since the last status (only
+    then can a key have been superseded); ``wanted_elsewhere`` are keys other resources wait on.
+    """
     namespace = mw.metadata.namespace or "default"
     found, missing = deployments(api, mw)
+    changed = mw.status.observed_generation != mw.metadata.generation
     return Observed(
+        own_jobs=own_jobs(api, mw) if changed else (),
+        wanted_elsewhere=wanted_elsewhere,
         other_keys=other_keys(api, mw),
         mw=mw,
         jobs_by_key=job_views(api, namespace, keys),

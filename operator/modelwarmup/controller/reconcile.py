@@ -46,7 +46,8 @@ def reconcile(runtime: Runtime, body: dict[str, Any], logger: kopf.Logger) -> No
         runtime.waits(namespace, mw.metadata.name, keys)
         try:
             with runtime.warming(namespace, keys):
-                observed = observe.observe(runtime.api, mw, keys)
+                elsewhere = runtime.wanted_by_others(namespace, mw.metadata.name)
+                observed = observe.observe(runtime.api, mw, keys, wanted_elsewhere=elsewhere)
                 plan = decide.decide(observed, runtime.settings, now=conditions.now())
                 plan, retry = apply.apply(
                     runtime.api, mw.metadata, mw.status, plan, logger, now=conditions.now()
