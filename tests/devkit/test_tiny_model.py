@@ -13,16 +13,10 @@ from huggingface_hub import constants
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from tests.devkit import tiny_model
 from tests.devkit.tiny_model import make_tiny_llama, make_tiny_lora
 
-MODEL_FILES = {
-    "config.json",
-    "generation_config.json",
-    "model.safetensors",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "chat_template.jinja",
-}
+MODEL_FILES = tiny_model.FILES
 
 
 @pytest.fixture(scope="module")

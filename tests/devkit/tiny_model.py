@@ -65,6 +65,19 @@ def _build_tokenizer() -> Any:
     return fast
 
 
+# What make_tiny_llama writes: everything a server loads, and nothing else.
+FILES = frozenset(
+    {
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+    }
+)
+
+
 def make_tiny_llama(
     dest: Path,
     *,

@@ -16,19 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.devkit import tiny_model
 from tests.devkit.hub import LocalHub
 
 from . import runner
 from .conftest import BIG, DRAFT, GATED, LORA, TINY, TOKEN, UNWANTED, MiB, Warmed, repo_dir, sha256
 
-SERVING = {
-    "config.json",
-    "generation_config.json",
-    "model.safetensors",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "chat_template.jinja",
-}
+SERVING = tiny_model.FILES
 LOAD_OFFLINE = """
 import json, sys
 from transformers import AutoModelForCausalLM, AutoTokenizer

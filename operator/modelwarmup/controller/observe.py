@@ -229,7 +229,9 @@ def observe(api: KubeApi, mw: ModelWarmup, keys: list[str], *, wanted_elsewhere:
     """
     namespace = mw.metadata.namespace or "default"
     found, missing = deployments(api, mw)
-    changed = mw.status.observed_generation != mw.metadata.generation
+    # A new resource (no status yet) has no Jobs of an earlier spec.
+    seen = mw.status.observed_generation
+    changed = seen is not None and seen != mw.metadata.generation
     return Observed(
         own_jobs=own_jobs(api, mw) if changed else (),
         wanted_elsewhere=wanted_elsewhere,
