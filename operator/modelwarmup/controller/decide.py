@@ -148,18 +148,17 @@ def decide(observed: Observed, settings: OperatorSettings, *, now: str) -> Plan:
     if mw.spec.cache.create is not None and not observed.claim_exists:
         plan.create_claim = _claim(mw)
 
-    current_keys = {naming.warmup_key(mw.spec, target, image) for target in mw.spec.targets}
+    keys = [naming.warmup_key(mw.spec, target, image) for target in mw.spec.targets]
     # A Job of an earlier spec that no resource waits on any more would run to its end for nothing
     # (on a GPU node, a whole warm-up): cancel it. A shared one stays while another resource waits.
     plan.delete_jobs = sorted(
         name
         for name, key in observed.own_jobs
-        if key not in current_keys and key not in observed.wanted_elsewhere
+        if key not in keys and key not in observed.wanted_elsewhere
     )
     targets: list[TargetStatus] = []
     chosen: list[JobView | None] = []
-    for target in mw.spec.targets:
-        key = naming.warmup_key(mw.spec, target, image)
+    for target, key in zip(mw.spec.targets, keys, strict=True):
         view = _pick_job(list(observed.jobs_by_key.get(key, [])), own)
         created = ""
         if view is None:
