@@ -48,7 +48,7 @@ class Observed:
     missing_deployments: tuple[str, ...] = ()
     claim_exists: bool = True
     other_keys: tuple[str, ...] = ()  # cache keys other resources on the same cache serve (retention)
-    own_jobs: tuple[tuple[str, str], ...] = ()  # (name, warm-up key) of the Jobs this resource created
+    own_jobs: tuple[tuple[str, str], ...] = ()  # (name, warm-up key) of its unfinished Jobs, any spec
     wanted_elsewhere: frozenset[str] = frozenset()  # warm-up keys other resources wait on
 
 
@@ -149,7 +149,7 @@ def decide(observed: Observed, settings: OperatorSettings, *, now: str) -> Plan:
         plan.create_claim = _claim(mw)
 
     keys = [naming.warmup_key(mw.spec, target, image) for target in mw.spec.targets]
-    # A Job of an earlier spec that no resource waits on any more would run to its end for nothing
+    # An unfinished Job of an earlier spec that no resource waits on would run to its end for nothing
     # (on a GPU node, a whole warm-up): cancel it. A shared one stays while another resource waits.
     plan.delete_jobs = sorted(
         name

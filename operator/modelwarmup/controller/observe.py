@@ -211,13 +211,17 @@ def other_keys(api: KubeApi, mw: ModelWarmup) -> tuple[str, ...]:
 
 
 def own_jobs(api: KubeApi, mw: ModelWarmup) -> tuple[tuple[str, str], ...]:
-    """(name, warm-up key) of every warm-up Job this resource created, for any spec it had."""
+    """(name, warm-up key) of the unfinished warm-up Jobs this resource created, for any spec it had.
+
+    Finished ones cost nothing any more and keep the record of what they did (the worker's summary).
+    """
     labels = {wiring.MANAGED_BY: wiring.OPERATOR, wiring.LABEL_RESOURCE: naming.label_value(mw.metadata.name)}
     found = api.list(kubeapi.JOBS, mw.metadata.namespace or "default", labels=labels)
     return tuple(
         (job["metadata"]["name"], (job["metadata"].get("labels") or {}).get(wiring.LABEL_WARMUP_KEY, ""))
         for job in found
         if wiring.LABEL_WARMUP_KEY in (job["metadata"].get("labels") or {})
+        and job_phase(job) in ("Pending", "Running")
     )
 
 
