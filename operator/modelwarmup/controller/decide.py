@@ -152,9 +152,7 @@ def decide(observed: Observed, settings: OperatorSettings, *, now: str) -> Plan:
     # An unfinished Job of an earlier spec that no resource waits on would run to its end for nothing
     # (on a GPU node, a whole warm-up): cancel it. A shared one stays while another resource waits.
     plan.delete_jobs = sorted(
-        name
-        for name, key in observed.own_jobs
-        if key not in keys and key not in observed.wanted_elsewhere
+        name for name, key in observed.own_jobs if key not in keys and key not in observed.wanted_elsewhere
     )
     targets: list[TargetStatus] = []
     chosen: list[JobView | None] = []
