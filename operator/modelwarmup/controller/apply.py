@@ -24,9 +24,14 @@ Logger = logging.Logger | logging.LoggerAdapter[Any]  # what kopf hands to handl
 
 
 def _create(
-    api: KubeApi, kind: kubeapi.Kind, namespace: str, body: KubeObject, log: Logger
-) -> decide.Rejection | None:
-    """Create an object; a 409 means it is there already; a refusal is returned, not raised."""
+    api: KubeApi,
+    kind: kubeapi.Kind,
+    namespace: str,
+    body: KubeObject,
+    log: Logger,
+    refused: list[decide.Rejection],
+) -> None:
+    """Create an object; a 409 means it is there already; a refusal is added to ``refused``, not raised."""
     try:
         api.create(kind, namespace, body)
         log.info("created %s %s", kind.plural, body["metadata"]["name"])
@@ -35,10 +40,11 @@ def _create(
             log.warning(
                 "the API server refused %s %s: %s", kind.plural, body["metadata"]["name"], error.message
             )
-            return decide.Rejection(body.get("kind", kind.plural), body["metadata"]["name"], error.message)
-        if error.status != 409:
+            refused.append(
+                decide.Rejection(body.get("kind", kind.plural), body["metadata"]["name"], error.message)
+            )
+        elif error.status != 409:
             raise
-    return None
 
 
 def status_body(plan: Plan) -> KubeObject:
@@ -84,9 +90,9 @@ def apply(
     namespace = meta.namespace or "default"
     rejections: list[decide.Rejection] = []
     if plan.create_claim is not None:
-        rejections += filter(None, [_create(api, kubeapi.CLAIMS, namespace, plan.create_claim, log)])
+        _create(api, kubeapi.CLAIMS, namespace, plan.create_claim, log, rejections)
     for job in plan.create_jobs:
-        rejections += filter(None, [_create(api, kubeapi.JOBS, namespace, job, log)])
+        _create(api, kubeapi.JOBS, namespace, job, log, rejections)
     retry: list[str] = []
     for name, patch in plan.patches.items():
         try:
@@ -104,7 +110,7 @@ def apply(
     if plan.prune_job is not None and not retry and not rejections:
         # Only once every Deployment is on the new key. If a patch must be retried, the superseded
         # entries stay (as with Retain): never a prune under a Deployment still on the old key.
-        rejections += filter(None, [_create(api, kubeapi.JOBS, namespace, plan.prune_job, log)])
+        _create(api, kubeapi.JOBS, namespace, plan.prune_job, log, rejections)
     for name in plan.delete_jobs:
         try:
             api.delete(kubeapi.JOBS, namespace, name)

@@ -27,6 +27,14 @@ RESOURCE = (resource.GROUP, resource.VERSION, resource.PLURAL)
 FINALIZER = f"{resource.GROUP}/serving-wiring"
 
 
+def _concerned(runtime: Runtime, meta: Any, owners: set[str]) -> tuple[str, list[str]]:
+    """The namespace and the resources an event of a warm-up Job or pod concerns: its owners and
+    every resource waiting on its warm-up key (resources sharing one entry wait on one Job)."""
+    namespace = meta.get("namespace") or "default"
+    key = (meta.get("labels") or {}).get(wiring.LABEL_WARMUP_KEY, "")
+    return namespace, sorted(owners | runtime.waiting_on(namespace, key))
+
+
 def register(
     registry: kopf.OperatorRegistry, settings: OperatorSettings, metrics: Metrics | None = None
 ) -> None:
@@ -56,25 +64,17 @@ def register(
 
     @kopf.on.event("batch", "v1", "jobs", labels={wiring.MANAGED_BY: wiring.OPERATOR}, registry=registry)
     def on_job(body: kopf.Body, type: str, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-        runtime: Runtime = memo.runtime
         meta = body.get("metadata", {})
-        namespace = meta.get("namespace") or "default"
         owners = {o["name"] for o in meta.get("ownerReferences") or [] if o.get("kind") == resource.KIND}
-        # Resources sharing this Job's cache entry wait on it too.
-        key = (meta.get("labels") or {}).get(wiring.LABEL_WARMUP_KEY, "")
-        owners |= runtime.waiting_on(namespace, key)
-        for name in sorted(owners):
-            service.reconcile_for_job(runtime, namespace, name, dict(body), type, logger)
+        namespace, names = _concerned(memo.runtime, meta, owners)
+        for name in names:
+            service.reconcile_for_job(memo.runtime, namespace, name, dict(body), type, logger)
 
     @kopf.on.event("", "v1", "pods", labels={wiring.MANAGED_BY: wiring.OPERATOR}, registry=registry)
     def on_pod(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-        runtime: Runtime = memo.runtime
-        meta = body.get("metadata", {})
-        namespace, labels = meta.get("namespace") or "default", meta.get("labels") or {}
-        owners = {labels[wiring.LABEL_RESOURCE]} if labels.get(wiring.LABEL_RESOURCE) else set()
-        owners |= runtime.waiting_on(namespace, labels.get(wiring.LABEL_WARMUP_KEY, ""))
-        for name in sorted(owners):
-            service.reconcile_for_pod(runtime, namespace, name, dict(body), logger)
+        namespace, names = _concerned(memo.runtime, body.get("metadata", {}), set())
+        for name in names:
+            service.reconcile_for_pod(memo.runtime, namespace, name, dict(body), logger)
 
     @kopf.timer(
         *RESOURCE, interval=settings.resync_seconds, initial_delay=settings.resync_seconds, registry=registry
