@@ -61,6 +61,7 @@ EVENTS = Res("v1", "events")
 PVCS = Res("v1", "persistentvolumeclaims")
 SECRETS = Res("v1", "secrets")
 CONFIGMAPS = Res("v1", "configmaps")
+SERVICE_ACCOUNTS = Res("v1", "serviceaccounts")
 NAMESPACES = Res("v1", "namespaces", namespaced=False)
 DEPLOYMENTS = Res("apps/v1", "deployments")
 JOBS = Res("batch/v1", "jobs")
@@ -75,6 +76,7 @@ class ApiError(Exception):
         self.body = body
         self.reason = body.get("reason") if isinstance(body, dict) else None
         message = body.get("message") if isinstance(body, dict) else body
+        self.message = str(message or "")
         super().__init__(f"{method} {path} -> {status} {self.reason}: {message}")
 
 

@@ -32,7 +32,9 @@ Not emulated: scheduling (nodeSelector, tolerations, resources, runtimeClassName
 security contexts (the process runs as the test's user), images, init containers, more than one
 container, ``parallelism``/``completions`` other than 1, suspension and pod deletion by users
 (a deleted Job's running process is killed). A missing Secret keeps the pod ``Pending`` with
-``CreateContainerConfigError``, as on a real node.
+``CreateContainerConfigError``, as on a real node. A pod the API server refuses (a ServiceAccount
+that does not exist) is a ``FailedCreate`` Warning Event on the Job, retried, as the Job
+controller does.
 
 Use it as a context manager (``with LocalKubelet(url, root=tmp) as kubelet:``) or through the
 ``kubelet`` fixture of ``tests/operator``. ``hold()`` keeps new pods ``Pending`` (not started)
@@ -57,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from .access import Access
-from .client import CONFIGMAPS, JOBS, PODS, SECRETS, ApiError, KubeClient
+from .client import CONFIGMAPS, EVENTS, JOBS, PODS, SECRETS, ApiError, KubeClient
 
 USER_AGENT = "modelwarmup-tests/kubelet"
 MESSAGE_LIMIT = 4096  # the kubelet truncates termination messages to 4 KiB
@@ -238,6 +240,7 @@ class LocalKubelet:
         parallel: int = 1,
         pod_timeout: float = 300.0,
         backoff_seconds: float = 0.2,
+        failed_create_retry_seconds: float = 0.5,
         namespace: str | None = None,
         watch_timeout: float = 1.0,
     ) -> None:
@@ -247,6 +250,7 @@ class LocalKubelet:
         self.commands = dict(commands)
         self.pod_timeout = pod_timeout
         self.backoff_seconds = backoff_seconds
+        self.failed_create_retry_seconds = failed_create_retry_seconds
         self.namespace = namespace
         self.watch_timeout = watch_timeout
         self.runs: list[PodRun] = []
@@ -393,7 +397,9 @@ class LocalKubelet:
         attempt = failed
         while not (tracked.cancelled.is_set() or self._stopping.is_set()):
             attempt += 1
-            pod = self._create_pod(job, attempt)
+            pod = self._create_pod_until_admitted(tracked, job, attempt, status)
+            if pod is None:  # cancelled or stopped while the API server refused the pod
+                return
             self._patch_job(tracked, {**status, "active": 1})
             remaining = None if deadline_s is None else float(deadline_s) - (time.monotonic() - started)
             run = self._run_pod(tracked, pod, attempt, remaining)
@@ -480,6 +486,55 @@ class LocalKubelet:
             if error.status != 404:
                 raise
             tracked.cancelled.set()
+
+    def _create_pod_until_admitted(
+        self, tracked: _Tracked, job: Manifest, attempt: int, status: Manifest
+    ) -> Manifest | None:
+        """Create the attempt's pod; while the API server refuses it (a ServiceAccount that does not
+        exist, a quota), do as the Job controller does: a ``FailedCreate`` Warning Event on the Job
+        (one, its count bumped on repeats), ``active`` stays 0, and retry until it is admitted."""
+        event: Manifest | None = None
+        while not (tracked.cancelled.is_set() or self._stopping.is_set()):
+            try:
+                return self._create_pod(job, attempt)
+            except ApiError as error:
+                if error.status not in (400, 403, 422):
+                    raise
+                if event is None:
+                    self._patch_job(tracked, {**status, "active": 0})
+                    event = self._post_failed_create(job, f"Error creating: {error.message}")
+                else:
+                    with contextlib.suppress(ApiError):
+                        event = self.client.patch(
+                            EVENTS,
+                            event["metadata"]["name"],
+                            {"count": int(event.get("count") or 1) + 1, "lastTimestamp": now_rfc3339()},
+                            namespace=event["metadata"]["namespace"],
+                        )
+            if self._stopping.wait(self.failed_create_retry_seconds):
+                return None
+        return None
+
+    def _post_failed_create(self, job: Manifest, message: str) -> Manifest:
+        meta, at = job["metadata"], now_rfc3339()
+        body = {
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+            },
+            "type": "Warning",
+            "reason": "FailedCreate",
+            "message": message,
+            "source": {"component": "job-controller"},
+            "count": 1,
+            "firstTimestamp": at,
+            "lastTimestamp": at,
+        }
+        return self.client.create(EVENTS, body, namespace=meta["namespace"])
 
     def _create_pod(self, job: Manifest, attempt: int) -> Manifest:
         meta = job["metadata"]

@@ -259,22 +259,62 @@ def parse_label_selector(text: str | None) -> Predicate:
     return lambda labels: all(check(labels) for check in checks)
 
 
-def parse_field_selector(text: str | None) -> Predicate:
+# The fields a real server can select on, beyond metadata.name and metadata.namespace (by plural;
+# from each kind's field label conversion funcs in kubernetes/pkg/apis/*/v1/conversion.go).
+FIELD_SELECTABLE: Mapping[str, frozenset[str]] = {
+    "events": frozenset(
+        {
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        }
+    ),
+    "pods": frozenset(
+        {
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.nominatedNodeName",
+        }
+    ),
+    "jobs": frozenset({"status.successful"}),
+    "secrets": frozenset({"type"}),
+    "namespaces": frozenset({"status.phase"}),
+}
+
+
+def parse_field_selector(text: str | None, plural: str | None = None) -> Predicate:
     """
     ``path=value``, ``path==value``, ``path!=value``, comma = AND, over the whole object.
 
     A real server supports only a few fields per resource type (``metadata.name``,
-    ``metadata.namespace``, plus type-specific ones like ``status.phase`` for pods) and rejects
-    others with 400; here any dotted path works. Absent fields compare as ``""``.
+    ``metadata.namespace``, plus the kind's own in :data:`FIELD_SELECTABLE`) and refuses others
+    with a 400 ("field label not supported"); given ``plural``, so does this. Absent fields
+    compare as ``""``.
     """
     if not text:
         return lambda obj: True
+    supported = {"metadata.name", "metadata.namespace", *FIELD_SELECTABLE.get(plural or "", ())}
     checks: list[Predicate] = []
     for part in _split_top_level(text):
         match = re.match(r"^\s*([^\s!=]+)\s*(==|=|!=)\s*(\S*)\s*$", part)
         if match is None:
             raise SelectorError(f"invalid field selector: {part!r}")
         path, op, value = match.groups()
+        if plural is not None and path not in supported:
+            raise SelectorError(f"field label not supported: {path}")
 
         def check(obj: Mapping[str, Any], path: str = path, op: str = op, value: str = value) -> bool:
             current: Any = obj

@@ -26,6 +26,8 @@ from .client import (
     EVENTS,
     JOBS,
     NAMESPACES,
+    PODS,
+    SERVICE_ACCOUNTS,
     ApiError,
     KubeClient,
     Res,
@@ -682,3 +684,34 @@ def test_built_in_objects_are_refused_as_a_real_server_refuses_them(
     with pytest.raises(ApiError) as err:
         kube.patch(DEPLOYMENTS, "srv", stale, namespace=NS, patch_type="json")
     assert err.value.status == 422 and not err.value.body["details"]["causes"]
+
+
+def test_pods_need_their_service_account_and_field_selectors_their_kinds_fields(
+    api_server: ApiServer, kube: KubeClient
+) -> None:
+    """The ServiceAccount admission plugin (403) and the field selectors a kind supports (400)."""
+    pod = {
+        "metadata": {"name": "p"},
+        "spec": {"serviceAccountName": "warmup", "containers": [{"name": "c", "image": "x"}]},
+    }
+    with pytest.raises(ApiError) as refused:
+        kube.create(PODS, pod, namespace=NS)
+    assert refused.value.status == 403
+    assert 'error looking up service account team-a/warmup: serviceaccount "warmup" not found' in str(
+        refused.value
+    )
+    kube.create(
+        PODS,
+        {**pod, "metadata": {"name": "q"}, "spec": {**pod["spec"], "serviceAccountName": "default"}},
+        namespace=NS,
+    )
+    kube.create(SERVICE_ACCOUNTS, {"metadata": {"name": "warmup"}}, namespace=NS)
+    kube.create(PODS, pod, namespace=NS)
+
+    assert [
+        e["metadata"]["name"] for e in kube.list(PODS, namespace=NS, field_selector="metadata.name=p")
+    ] == ["p"]
+    assert kube.list(EVENTS, namespace=NS, field_selector="involvedObject.kind=Job,reason=FailedCreate") == []
+    with pytest.raises(ApiError) as bad:
+        kube.list(PODS, namespace=NS, field_selector="spec.containers=x")
+    assert bad.value.status == 400 and "field label not supported: spec.containers" in str(bad.value)

@@ -6,10 +6,13 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
+from modelwarmup.controller import handlers
+from modelwarmup.controller.settings import OperatorSettings
 from tests.devkit.hub import LocalHub
-from tests.k8s.client import SECRETS, KubeClient
+from tests.k8s.client import SECRETS, SERVICE_ACCOUNTS, KubeClient
 from tests.k8s.emulator import ApiServer
 from tests.k8s.kopf_runner import OperatorThread
 from tests.k8s.kubelet import LocalKubelet
@@ -83,6 +86,44 @@ def test_a_pod_that_cannot_start_is_named_in_status_and_starts_once_fixed(
     token = base64.b64encode(b"hf_anything").decode()  # the local hub serves the tiny model to anyone
     kube.create(SECRETS, {"metadata": {"name": "hf-token"}, "data": {"token": token}}, namespace=NS)
     helpers.wait_condition(kube, "no-secret", status="True", timeout=60)
+
+
+def test_a_job_whose_pod_cannot_be_created_is_named_in_status_and_runs_once_fixed(
+    cluster: ApiServer,
+    kube: KubeClient,
+    kubelet: LocalKubelet,
+    run_operator: Callable[..., OperatorThread],
+    settings: OperatorSettings,
+) -> None:
+    """A ServiceAccount that does not exist: the API server refuses the Job's pod, the Job has no
+    pod and an unchanged status, and the only trace is the Job controller's FailedCreate Event."""
+    quick = settings.model_copy(update={"pending_recheck_seconds": 0.5})
+    run_operator(lambda registry: handlers.register(registry, quick), watching=(MW, JOBS), login=False)
+    body = helpers.warmup("no-account")
+    body["spec"]["worker"] = {"serviceAccountName": "warmup"}
+    kube.create(MW, body, namespace=NS)
+
+    def failed_create() -> dict[str, Any] | None:
+        obj = kube.get_or_none(MW, "no-account", namespace=NS)
+        targets = ((obj or {}).get("status") or {}).get("targets") or [{}]
+        return obj if targets[0].get("reason") == "FailedCreate" else None
+
+    obj = helpers.wait_for(
+        failed_create, timeout=30, message=lambda: str(kube.get(MW, "no-account", namespace=NS))
+    )
+    [target] = obj["status"]["targets"]
+    assert target["phase"] == "Pending" and 'serviceaccount "warmup" not found' in target["message"], target
+    ready = helpers.conditions(obj)["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "JobPending")
+    assert 'serviceaccount "warmup" not found' in ready["message"], ready
+    assert kube.list(PODS, namespace=NS) == []
+
+    kube.create(SERVICE_ACCOUNTS, {"metadata": {"name": "warmup"}}, namespace=NS)
+    helpers.wait_condition(kube, "no-account", status="True", timeout=60)
+    # Once no target waits for a pod, the recheck timer stops: the operator goes quiet.
+    mark = cluster.wait_quiet(0.5)
+    time.sleep(1.5)
+    assert not cluster.requests(mark, exclude_user_agent="modelwarmup-tests")
 
 
 def test_a_deployment_the_api_server_refuses_to_wire_is_reported_once_and_not_counted_as_patched(

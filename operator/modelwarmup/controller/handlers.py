@@ -35,6 +35,14 @@ def _concerned(runtime: Runtime, meta: Any, owners: set[str]) -> tuple[str, list
     return namespace, sorted(owners | runtime.waiting_on(namespace, key))
 
 
+def _waits_for_a_pod(status: kopf.Status, **_: Any) -> bool:
+    """A target's Job has no running pod yet. Why it has none may show only as an Event on the Job
+    (``FailedCreate``: a ServiceAccount that does not exist, a quota), which changes neither the
+    Job nor a pod: nothing would trigger a reconcile, so a timer looks while this holds (kopf
+    stops it once the status says otherwise)."""
+    return any(target.get("phase") == "Pending" for target in status.get("targets") or [])
+
+
 def register(
     registry: kopf.OperatorRegistry, settings: OperatorSettings, metrics: Metrics | None = None
 ) -> None:
@@ -80,6 +88,16 @@ def register(
         *RESOURCE, interval=settings.resync_seconds, initial_delay=settings.resync_seconds, registry=registry
     )
     def resync(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+        service.reconcile(memo.runtime, dict(body), logger)
+
+    @kopf.timer(
+        *RESOURCE,
+        interval=settings.pending_recheck_seconds,
+        initial_delay=settings.pending_recheck_seconds,
+        when=_waits_for_a_pod,
+        registry=registry,
+    )
+    def recheck_pending(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
         service.reconcile(memo.runtime, dict(body), logger)
 
     @kopf.on.delete(*RESOURCE, registry=registry)

@@ -101,14 +101,18 @@ class KubeApi:
         *,
         labels: dict[str, str] | None = None,
         label_in: tuple[str, list[str]] | None = None,
+        fields: dict[str, str] | None = None,
     ) -> KubeObjects:
-        """Objects of a namespace with these labels (and ``label_in``'s label having one of its values)."""
+        """Objects of a namespace with these labels (and ``label_in``'s label having one of its
+        values), and these field values (a field selector: the few fields each kind supports)."""
         requirements = [f"{k}={v}" for k, v in (labels or {}).items()]
         if label_in is not None:
             requirements.append(f"{label_in[0]} in ({','.join(sorted(set(label_in[1])))})")
-        query = {"labelSelector": ",".join(requirements)} if requirements else None
-        items: KubeObjects = self.request("GET", kind.path(namespace), query=query).get("items", [])
-        # Servers filter; re-checking costs nothing and guards against one that doesn't.
+        query = {"labelSelector": ",".join(requirements)} if requirements else {}
+        if fields:
+            query["fieldSelector"] = ",".join(f"{k}={v}" for k, v in fields.items())
+        items: KubeObjects = self.request("GET", kind.path(namespace), query=query or None).get("items", [])
+        # Servers filter; re-checking labels costs nothing and guards against one that doesn't.
         return [i for i in items if _has_labels(i, labels or {}, label_in)]
 
     def create(self, kind: Kind, namespace: str | None, body: KubeObject) -> KubeObject:

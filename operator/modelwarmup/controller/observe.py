@@ -1,7 +1,8 @@
 """Read what the cluster holds for one ModelWarmup: its Jobs, their Pods' results, Deployments.
 
 A handful of requests per reconcile: one list of the namespace's warm-up Jobs, one list of their
-Pods, one read per named Deployment (or one list by selector), one read of a claim to create.
+Pods (and of the Jobs' FailedCreate Events when a Job has no pod yet), one read per named
+Deployment (or one list by selector), one read of a claim to create.
 """
 
 from __future__ import annotations
@@ -77,6 +78,26 @@ def stuck(pod: KubeObject) -> tuple[str, str] | None:
     return None
 
 
+def failed_creates(api: KubeApi, namespace: str, jobs: list[KubeObject]) -> dict[str, tuple[str, str]]:
+    """Why the Job controller could not create these Jobs' pods, by Job name: the message of its
+    latest ``FailedCreate`` Event (a ServiceAccount that does not exist, a quota, an admission
+    webhook). Such a Job has no pod and says nothing in its status; one list for all of them."""
+    uids = {job["metadata"].get("uid"): job["metadata"]["name"] for job in jobs}
+    found = api.list(
+        kubeapi.EVENTS, namespace, fields={"involvedObject.kind": "Job", "reason": "FailedCreate"}
+    )
+    latest: dict[str, tuple[float, str]] = {}
+    for event in found:
+        involved = event.get("involvedObject") or {}
+        name = uids.get(involved.get("uid"))
+        if name is None or event.get("reason") != "FailedCreate":
+            continue  # another Job's, or an earlier Job's of the same name
+        at = _sortable(event.get("lastTimestamp") or event.get("eventTime") or event.get("firstTimestamp"))
+        if at >= latest.get(name, (-1.0, ""))[0]:
+            latest[name] = (at, str(event.get("message") or "")[:500])
+    return {name: ("FailedCreate", message) for name, (_, message) in latest.items()}
+
+
 def _sortable(timestamp: Any) -> float:
     if not timestamp:
         return 0.0
@@ -99,6 +120,7 @@ def job_views(api: KubeApi, namespace: str, keys: list[str]) -> dict[str, list[J
     pods = api.list(kubeapi.PODS, namespace, labels=labels, label_in=label_in)
     results: dict[str, list[tuple[float, str]]] = defaultdict(list)
     waiting: dict[str, tuple[str, str]] = {}
+    with_pods: set[str] = set()
     for pod in pods:
         labels = pod.get("metadata", {}).get("labels") or {}
         job = labels.get("job-name") or labels.get("batch.kubernetes.io/job-name")
@@ -107,11 +129,16 @@ def job_views(api: KubeApi, namespace: str, keys: list[str]) -> dict[str, list[J
                 (o["name"] for o in pod["metadata"].get("ownerReferences") or [] if o.get("kind") == "Job"),
                 None,
             )
+        if job:
+            with_pods.add(job)
         message, finished = _termination(pod)
         if job and message:
             results[job].append((finished, message))
         if job and (why := stuck(pod)) is not None:
             waiting[job] = why
+    podless = [j for j in found if j["metadata"]["name"] not in with_pods and job_phase(j) == "Pending"]
+    if podless:
+        waiting.update(failed_creates(api, namespace, podless))
     views: dict[str, list[JobView]] = defaultdict(list)
     for job in found:
         meta = job.get("metadata", {})

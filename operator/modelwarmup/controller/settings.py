@@ -35,6 +35,9 @@ class OperatorSettings(BaseModel):
     """Port of kopf's liveness endpoint; 0 turns it off."""
     resync_seconds: float = Field(default=300.0, gt=0)
     """The slow timer that re-checks every resource, in case an event was missed."""
+    pending_recheck_seconds: float = Field(default=15.0, gt=0)
+    """How often a resource whose warm-up Job has no running pod yet is looked at again (the
+    Job controller's FailedCreate Events trigger nothing)."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """The operator's log level."""
     log_format: Literal["text", "json"] = "text"
@@ -81,6 +84,7 @@ class OperatorSettings(BaseModel):
             ("metrics_port", "METRICS_PORT"),
             ("liveness_port", "LIVENESS_PORT"),
             ("resync_seconds", "RESYNC_SECONDS"),
+            ("pending_recheck_seconds", "PENDING_RECHECK_SECONDS"),
             ("service_account_dir", "SERVICE_ACCOUNT_DIR"),
             ("log_level", "LOG_LEVEL"),
             ("log_format", "LOG_FORMAT"),

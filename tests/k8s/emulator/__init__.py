@@ -39,7 +39,8 @@ GAP-WATCH   A watch ignores ``resourceVersion``: it re-sends all objects as ADDE
             bookmarks. Real: events after the given resourceVersion are replayed from the watch
             cache (410 Gone if too old); ``sendInitialEvents`` ends with a bookmark.
 GAP-SELECT  ``labelSelector``/``fieldSelector`` are ignored on lists and watches. Real: filtered
-            server-side; a watched object leaving/entering the selection is DELETED/ADDED.
+            server-side; a watched object leaving/entering the selection is DELETED/ADDED; a
+            field a kind cannot select on is a 400 (here too: ``semantics.FIELD_SELECTABLE``).
 GAP-DELETE  Deletion without finalizers, with finalizers (``deletionTimestamp``) and the final
             removal once finalizers are gone mostly work in kmock, but: finalizers can be added to
             a deleting object (real: 422), the generation is not bumped (real: it is), and
@@ -64,11 +65,13 @@ GAP-NS      ``GET /api/v1/namespaces`` is a 500 and ``/api/v1/namespaces/{name}`
 GAP-ADMIT   kmock stores any built-in object. Real: the kind's OpenAPI schema and apimachinery's
             validation refuse invalid ones with a 422 whose details.causes name the fields. Here
             (:mod:`.admission`): for Jobs, Deployments, PVCs and Events, the schema (strict) and
-            the rules for names, labels, quantities, volumes and mounts, tolerations. The
-            schema's required fields are checked before any defaulting, so a field the real
-            server would default (podFailurePolicy's onPodConditions status) must be sent. Not
-            checked: the hundreds of other field rules, other kinds, admission plugins and
-            webhooks (quota, LimitRanges, Pod Security), immutable fields on update.
+            the rules for names, labels, quantities, volumes and mounts, tolerations; for Pods,
+            the ServiceAccount admission plugin (a 403 naming a ServiceAccount that does not
+            exist; "default" always does). The schema's required fields are checked before any
+            defaulting, so a field the real server would default (podFailurePolicy's
+            onPodConditions status) must be sent. Not checked: the hundreds of other field
+            rules, other kinds, other admission plugins and webhooks (quota, LimitRanges, Pod
+            Security), immutable fields on update.
 
 Not emulated at all (a real server has them): defaulting of built-in types, RBAC (authorization; tests check the
 operator's requests against docs/rbac.md instead), managedFields/field

@@ -19,6 +19,8 @@ ALL_VERBS = frozenset({"create", "delete", "deletecollection", "get", "list", "p
 CRDS = kmock.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 NAMESPACES = kmock.resource("", "v1", "namespaces")
 JOBS_V1 = kmock.resource("batch", "v1", "jobs")
+PODS = kmock.resource("", "v1", "pods")
+SERVICE_ACCOUNTS = kmock.resource("", "v1", "serviceaccounts")
 
 # GAP-GC: resources whose default deletion propagation is Orphan (for backward compatibility).
 ORPHAN_BY_DEFAULT = frozenset({JOBS_V1})

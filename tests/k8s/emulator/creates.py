@@ -19,6 +19,8 @@ from .common import (
     _NAME_CHARS,
     CRDS,
     NAMESPACES,
+    PODS,
+    SERVICE_ACCOUNTS,
     api_version_of,
     k8s_error,
     now_rfc3339,
@@ -127,6 +129,8 @@ class Creates:
             **body,
         }
         admission.check(res, body)  # GAP-ADMIT
+        if res == PODS:
+            self._admit_service_account(body)
         if dry_run:
             body["metadata"]["resourceVersion"] = str(self._rv)
             return body
@@ -140,6 +144,25 @@ class Creates:
         if meta.get("ownerReferences"):
             self._want_gc()  # an owner uid that does not exist makes the object garbage
         return body
+
+    def _admit_service_account(self, pod: Mapping[str, Any]) -> None:
+        """The ServiceAccount admission plugin: a pod naming a ServiceAccount that does not exist is
+        forbidden (the Job controller then posts ``FailedCreate`` and retries). Every namespace has
+        "default" (real: created by the ServiceAccount controller; here always there)."""
+        meta, spec = pod["metadata"], pod.get("spec") or {}
+        account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+        if account == "default":
+            return
+        info = self._resources[SERVICE_ACCOUNTS]
+        if self._live(self._key(SERVICE_ACCOUNTS, info, meta["namespace"], account)) is None:
+            raise k8s_error(
+                403,
+                "Forbidden",
+                f'pods "{meta["name"]}" is forbidden: error looking up service account '
+                f'{meta["namespace"]}/{account}: serviceaccount "{account}" not found',
+                name=meta["name"],
+                kind="pods",
+            )
 
     def _ensure_namespace(self, namespace: str, *, dry_run: bool = False) -> None:
         key = (NAMESPACES, None, namespace)

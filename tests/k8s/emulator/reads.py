@@ -26,7 +26,9 @@ class Reads:
         # GAP-SELECT: kmock ignores both selectors.
         try:
             labels = semantics.parse_label_selector(request.params.get("labelSelector"))
-            fields = semantics.parse_field_selector(request.params.get("fieldSelector"))
+            fields = semantics.parse_field_selector(
+                request.params.get("fieldSelector"), request.resource.plural if request.resource else None
+            )
         except semantics.SelectorError as e:
             raise k8s_error(400, "BadRequest", str(e)) from e
         namespace, name = request.namespace, request.name
