@@ -12,7 +12,7 @@ from modelwarmup import manifests
 from modelwarmup.api.resource import ModelWarmup
 from modelwarmup.contracts import wiring
 from modelwarmup.contracts.summary import WorkerSummary
-from modelwarmup.controller import decide, naming, observe, serving
+from modelwarmup.controller import decide, naming, observe, resolution, serving
 from modelwarmup.controller.decide import JobView, Observed
 from modelwarmup.controller.settings import OperatorSettings
 
@@ -302,3 +302,69 @@ def test_a_job_whose_pod_cannot_start_is_pending_with_the_pods_reason(
         )
         is None
     )
+
+
+def test_a_branch_is_resolved_by_one_job_before_any_target_job_and_pinned_after() -> None:
+    mw = resource()  # revision main: a branch
+    pending = resolution.known(mw, SETTINGS.worker_image)
+    assert pending is not None and not pending.done
+    observed = Observed(mw=mw, jobs_by_key={}, deployments={"chat": deployment()}, resolution=pending)
+    plan = decide.decide(observed, SETTINGS, now=NOW)
+    [job] = plan.create_jobs
+    assert job["metadata"]["labels"][wiring.LABEL_ROLE] == wiring.ROLE_RESOLVE
+    assert job["metadata"]["labels"][wiring.LABEL_WARMUP_KEY] == pending.key
+    [target] = plan.status.targets
+    assert (target.phase, target.reason, target.job) == ("Pending", "Resolving", job["metadata"]["name"])
+    assert conditions(plan)["Ready"] == ("False", "JobPending") and not plan.patches
+
+    # Resolved: the target's Job carries the pin, and its key holds the commit.
+    commit = "a" * 40
+    pins = (f"{mw.spec.model.repo}@main={commit}",)
+    done = resolution.Resolution(pending.key, pins)
+    plan = decide.decide(
+        Observed(mw=mw, jobs_by_key={}, deployments={"chat": deployment()}, resolution=done),
+        SETTINGS,
+        now=NOW,
+    )
+    [job] = plan.create_jobs
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--pin") + 1] == pins[0]
+    assert (
+        job["metadata"]["labels"][wiring.LABEL_WARMUP_KEY]
+        == naming.warmup_key(mw.spec, mw.spec.targets[0], SETTINGS.worker_image, pins)
+        != key_of(mw)
+    )
+    assert plan.status.pinned_revisions == list(pins) and plan.status.resolution_key == pending.key
+    assert plan.status.resolved_revision == commit
+
+    # A refresh annotation is a new resolution; a commit revision needs none.
+    refreshed = mw.model_copy(
+        update={
+            "metadata": mw.metadata.model_copy(update={"annotations": {wiring.ANNOTATION_REFRESH: "now"}})
+        }
+    )
+    assert resolution.key(refreshed, SETTINGS.worker_image) != pending.key
+    assert (
+        resolution.known(resource(model={"repo": "Qwen/Qwen2.5-0.5B-Instruct", "revision": commit}), "w")
+        is None
+    )
+
+
+def test_a_failed_resolution_fails_every_target_with_the_workers_reason() -> None:
+    mw = resource()
+    pending = resolution.known(mw, SETTINGS.worker_image)
+    assert pending is not None
+    summary = WorkerSummary(ok=False, reason="RevisionNotFound", message="no revision main", permanent=True)
+    view = JobView(name="r", owner=mw.metadata.name, phase="Failed", attempts=1, summary=summary)
+    plan = decide.decide(
+        Observed(mw=mw, jobs_by_key={pending.key: [view]}, deployments={}, resolution=pending),
+        SETTINGS,
+        now=NOW,
+    )
+    assert not plan.create_jobs
+    [target] = plan.status.targets
+    assert (target.phase, target.reason) == (
+        "Failed",
+        "RevisionNotFound",
+    ) and "no revision main" in target.message
+    assert conditions(plan)["Ready"] == ("False", "JobFailed")

@@ -261,6 +261,7 @@ class LocalKubelet:
         self._stopping = threading.Event()
         self._released = threading.Event()
         self._released.set()
+        self._exempt: dict[str, str] | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._thread: threading.Thread | None = None
         self._futures: list[concurrent.futures.Future[None]] = []
@@ -300,8 +301,10 @@ class LocalKubelet:
     def __exit__(self, *_: object) -> None:
         self.stop()
 
-    def hold(self) -> None:
-        """Keep new pods Pending (created, not started) until :meth:`release`."""
+    def hold(self, exempt: Mapping[str, str] | None = None) -> None:
+        """Keep new pods Pending (created, not started) until :meth:`release`; pods whose labels
+        include all of ``exempt`` run meanwhile (e.g. the operator's resolve Jobs)."""
+        self._exempt = dict(exempt) if exempt else None
         self._released.clear()
 
     def release(self) -> None:
@@ -605,7 +608,9 @@ class LocalKubelet:
         def out_of_time() -> bool:
             return remaining is not None and time.monotonic() - began > remaining
 
-        while not self._released.wait(0.05):  # hold(): the pod stays Pending
+        labels = pod["metadata"].get("labels") or {}
+        exempt = self._exempt is not None and all(labels.get(k) == v for k, v in self._exempt.items())
+        while not exempt and not self._released.wait(0.05):  # hold(): the pod stays Pending
             if tracked.cancelled.is_set() or self._stopping.is_set():
                 return None
         while True:  # a missing Secret keeps the pod Pending, as on a real node

@@ -57,8 +57,9 @@ def cluster(api_server: ApiServer, request: pytest.FixtureRequest) -> Iterator[A
 @pytest.fixture
 def kubelet(cluster: ApiServer, hub: LocalHub, tmp_path: Path) -> Iterator[LocalKubelet]:
     hub.reset_faults()
+    # Several Jobs at once, as a cluster runs them: a held warm-up must not keep a resolve Job waiting.
     with LocalKubelet(
-        cluster.access, root=tmp_path / "node", default_env={"HF_ENDPOINT": hub.endpoint}
+        cluster.access, root=tmp_path / "node", default_env={"HF_ENDPOINT": hub.endpoint}, parallel=4
     ) as kubelet:
         yield kubelet
     assert not kubelet.errors, kubelet.errors

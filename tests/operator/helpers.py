@@ -9,9 +9,13 @@ import yaml
 
 from tests.e2e.cluster import CRD_PATH, MW, ROOT, WORKER_IMAGE, operator_settings
 from tests.k8s.client import DEPLOYMENTS, EVENTS, JOBS, PODS, KubeClient, wait_for
+from tests.k8s.kubelet import LocalKubelet, PodRun
 
 NS = "team-a"
 TINY_REPO = "devkit/tiny-llama"
+# The labels of the pods resolving a branch to a commit: ``kubelet.hold(exempt=RESOLVING)``
+# holds the warm-ups only.
+RESOLVING = {"modelwarmup.dev/role": "resolve"}
 # Small and fast on a CPU: float32 (the tiny model's dtype, no cast), one dynamic-length graph.
 TINY_COMPILE: dict[str, Any] = {"dtype": "float32", "maxLength": 64, "sequenceLengths": [8]}
 
@@ -118,7 +122,22 @@ def wait_condition(
 
 
 def jobs(kube: KubeClient) -> list[dict[str, Any]]:
-    return kube.list(JOBS, namespace=NS, label_selector="app.kubernetes.io/managed-by=modelwarmup")
+    """The warm-up Jobs (targets' and prune Jobs), not the Jobs resolving a branch to a commit."""
+    return kube.list(
+        JOBS,
+        namespace=NS,
+        label_selector="app.kubernetes.io/managed-by=modelwarmup,modelwarmup.dev/role!=resolve",
+    )
+
+
+def resolve_jobs(kube: KubeClient) -> list[dict[str, Any]]:
+    return kube.list(JOBS, namespace=NS, label_selector="modelwarmup.dev/role=resolve")
+
+
+def warm_runs(kubelet: LocalKubelet) -> list[PodRun]:
+    """The kubelet's pod runs of warm-up Jobs (not of resolve Jobs)."""
+    resolving = {job["metadata"]["name"] for job in resolve_jobs(kubelet.client)}
+    return [run for run in kubelet.runs if run.job not in resolving]
 
 
 def events(kube: KubeClient, name: str) -> list[dict[str, Any]]:

@@ -81,7 +81,7 @@ def test_warm_up_reaches_ready_with_details_and_wires_the_deployment(warmed: War
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["command"] == ["modelwarmup"] and container["args"][0] == "warm-cache"
     assert container["image"] == helpers.WORKER_IMAGE and container["name"] == jobs.CONTAINER
-    [run] = warmed.kubelet.runs
+    [run] = helpers.warm_runs(warmed.kubelet)
     assert run.exit_code == 0 and json.loads(run.message)["entry_key"] == target["entryKey"]
 
     # The Deployment: wired once, to the key, in the chosen container only.

@@ -13,7 +13,7 @@ from tests.operator.helpers import JOBS, MW, NS, wait_for
 def test_one_event_per_ready_transition_and_none_on_idle_reconciles(
     cluster: ApiServer, kube: KubeClient, kubelet: LocalKubelet, operator: OperatorThread
 ) -> None:
-    kubelet.hold()
+    kubelet.hold(exempt=helpers.RESOLVING)
     kube.create(MW, helpers.warmup("tiny"), namespace=NS)
     helpers.wait_condition(kube, "tiny", status="False", reason="Warming")
     kubelet.release()

@@ -17,7 +17,7 @@ from tests.k8s.emulator import ApiServer
 from tests.k8s.kopf_runner import OperatorThread
 from tests.k8s.kubelet import LocalKubelet
 from tests.operator import helpers
-from tests.operator.helpers import DEPLOYMENTS, JOBS, MW, NS, PODS
+from tests.operator.helpers import DEPLOYMENTS, JOBS, MW, NS, PODS, wait_for
 
 
 def test_missing_repository_fails_once_with_the_workers_message(
@@ -30,7 +30,8 @@ def test_missing_repository_fails_once_with_the_workers_message(
     [target] = obj["status"]["targets"]
     assert target["phase"] == "Failed" and target["reason"] == "RepositoryNotFound", target
     assert "devkit/no-such-model" in target["message"] and target["message"] in ready["message"]
-    [job] = helpers.jobs(kube)
+    assert helpers.jobs(kube) == []  # found out while resolving main: no warm-up Job at all
+    [job] = helpers.resolve_jobs(kube)
     failed = {c["type"]: c for c in job["status"]["conditions"]}["Failed"]
     assert failed["reason"] == "PodFailurePolicy"  # exit 10: FailJob, no retry
     [run] = kubelet.runs
@@ -40,26 +41,29 @@ def test_missing_repository_fails_once_with_the_workers_message(
     mark = cluster.wait_quiet(0.5)
     time.sleep(1.5)
     assert not cluster.requests(mark, writes_only=True, exclude_user_agent="modelwarmup-tests")
-    assert len(kube.list(PODS, namespace=NS)) == 1 and len(helpers.jobs(kube)) == 1
+    assert len(kube.list(PODS, namespace=NS)) == 1 and len(helpers.resolve_jobs(kube)) == 1
     assert [(e["type"], e["reason"]) for e in helpers.events(kube, "missing")][-1] == ("Warning", "JobFailed")
 
 
 def test_hub_errors_are_retried_by_the_job_until_ready(
     cluster: ApiServer, kube: KubeClient, kubelet: LocalKubelet, operator: OperatorThread, hub: LocalHub
 ) -> None:
-    hub.fail_next(2, status=503, path_contains="/api/models/devkit/tiny-llama")
+    kubelet.hold(exempt=helpers.RESOLVING)  # main is resolved first; the faults are for the warm-up
     kube.create(MW, helpers.warmup("flaky"), namespace=NS)  # backoffLimit 2: three attempts at most
+    wait_for(lambda: helpers.jobs(kube), timeout=30)
+    hub.fail_next(2, status=503, path_contains="/api/models/devkit/tiny-llama")
+    kubelet.release()
     obj = helpers.wait_condition(kube, "flaky", status="True", timeout=60)
 
-    assert [run.exit_code for run in kubelet.runs] == [11, 11, 0]
-    assert "HubUnavailable" in kubelet.runs[0].message
+    assert [run.exit_code for run in helpers.warm_runs(kubelet)] == [11, 11, 0]
+    assert "HubUnavailable" in helpers.warm_runs(kubelet)[0].message
     [job] = helpers.jobs(kube)
     assert (job["status"]["failed"], job["status"]["succeeded"]) == (2, 1)
     [target] = obj["status"]["targets"]
     assert (target["phase"], target["attempts"]) == ("Succeeded", 3)
-    assert len(kube.list(PODS, namespace=NS)) == 3
-    # The Job did the retrying; the operator created it once.
-    assert len(cluster.requests(method="POST", resource=str(JOBS), user_agent="modelwarmup-operator")) == 1
+    assert len(kube.list(PODS, namespace=NS)) == 1 + 3  # the resolve Job's, the warm-up's
+    # The Job did the retrying; the operator created it (and the resolve Job) once.
+    assert len(cluster.requests(method="POST", resource=str(JOBS), user_agent="modelwarmup-operator")) == 2
 
 
 def test_a_pod_that_cannot_start_is_named_in_status_and_starts_once_fixed(

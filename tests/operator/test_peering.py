@@ -52,7 +52,8 @@ def test_peered_replicas_act_as_one_and_hand_over_when_one_stops(
     peers = kube.get(CLUSTER_PEERINGS, "mw-test")["status"]
     assert sorted(p["priority"] for p in peers.values()) == [10, 20]  # created by the operator, used by kopf
     creates = cluster.requests(method="POST", resource=str(JOBS), user_agent="modelwarmup-operator")
-    assert len(creates) == 1 and {r.status for r in creates} == {201}  # one actor, no second try
+    # One actor, no second try: the resolve Job and the warm-up Job, once each.
+    assert len(creates) == 2 and {r.status for r in creates} == {201}
 
     high.stop()
     kube.create(MW, helpers.warmup("second", claim="other-cache"), namespace=NS)

@@ -43,7 +43,7 @@ def test_spec_change_warms_the_new_key_then_switches_the_deployment(
     old_key = first["status"]["modelKey"]
     assert helpers.template_annotations(kube, "chat")[wiring.ANNOTATION_MODEL_KEY] == old_key
 
-    kubelet.hold()
+    kubelet.hold(exempt=helpers.RESOLVING)
     mark = cluster.mark()
     kube.patch(MW, "tiny", {"spec": {"model": {"revision": "v2"}}}, namespace=NS)
     wait_for(lambda: len(helpers.jobs(kube)) == 2, timeout=10)
@@ -133,7 +133,9 @@ def test_a_job_whose_spec_was_superseded_is_cancelled_unless_another_resource_wa
     cluster: ApiServer, kube: KubeClient, kubelet: LocalKubelet, operator: OperatorThread
 ) -> None:
     """Quick spec updates: each earlier spec's Job would run a whole warm-up for nothing."""
-    kubelet.hold()  # the pods stay Pending: every Job is still running when the spec moves on
+    kubelet.hold(
+        exempt=helpers.RESOLVING
+    )  # the pods stay Pending: every Job is still running when the spec moves on
     kube.create(MW, helpers.warmup("moving", revision="main"), namespace=NS)
     kube.create(MW, helpers.warmup("sharer", revision="main"), namespace=NS)  # the same warm-up key
     wait_for(lambda: len(helpers.jobs(kube)) == 1, timeout=20)

@@ -34,7 +34,7 @@ def test_the_second_resource_finds_the_entry_ready_and_runs_no_job(
     )
     assert target["entryKey"] == kube.get(MW, "first", namespace=NS)["status"]["targets"][0]["entryKey"]
     assert obj["status"]["resolvedRevision"]
-    assert len(kubelet.runs) == 1
+    assert len(helpers.warm_runs(kubelet)) == 1
 
 
 def test_resources_applied_together_share_one_job(
@@ -58,7 +58,7 @@ def test_resources_applied_together_share_one_job(
 
     monkeypatch.setattr(kubeapi.KubeApi, "list", list_slowly)
     start_operator()
-    kubelet.hold()
+    kubelet.hold(exempt=helpers.RESOLVING)
     for name in ("a", "b", "c"):  # as `kubectl apply -f dir/` does: back to back
         kube.create(MW, helpers.warmup(name), namespace=NS)
     wait_for(lambda: all(helpers.condition(kube, n).get("reason") == "Warming" for n in "abc"), timeout=15)
@@ -66,7 +66,8 @@ def test_resources_applied_together_share_one_job(
     for name in ("a", "b", "c"):
         helpers.wait_condition(kube, name, status="True", timeout=60)
 
-    assert len(helpers.jobs(kube)) == 1 and len(kubelet.runs) == 1
-    assert len(cluster.requests(method="POST", resource=str(JOBS), user_agent="modelwarmup-operator")) == 1
+    assert len(helpers.jobs(kube)) == 1 and len(helpers.warm_runs(kubelet)) == 1
+    assert len(helpers.resolve_jobs(kube)) == 1  # they resolved main together, too
+    assert len(cluster.requests(method="POST", resource=str(JOBS), user_agent="modelwarmup-operator")) == 2
     reasons = sorted(helpers.condition(kube, n)["reason"] for n in "abc")
     assert reasons == ["CacheHit", "CacheHit", "Ready"]

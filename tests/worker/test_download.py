@@ -305,3 +305,42 @@ def test_an_unexpected_failure_still_writes_a_summary(hub: LocalHub, tmp_path: P
     assert run.summary["message"].startswith("NotADirectoryError: ")
     assert run.termination_message == run.summary
     assert "Traceback" in run.stderr  # the details stay in the log
+
+
+def test_resolve_only_reports_pins_and_a_pinned_run_downloads_that_commit_as_the_branch(
+    hub: LocalHub, tmp_path: Path
+) -> None:
+    """The operator resolves a moving branch once (``--resolve-only``) and pins every target's
+    warm-up to that commit (``--pin``), so a commit pushed in between changes no target."""
+    repo = "tiny/moving"
+    first = hub.add_repo(repo, tiny_model.make_tiny_llama(tmp_path / "v1", seed=1))
+    cache = tmp_path / "cache"
+    resolved = runner.warm_cache(
+        hub.endpoint, cache, "--model-path", repo, "--lora-paths", f"{LORA}@main", "--resolve-only"
+    )
+    assert resolved.returncode == 0, resolved
+    lora_commit = hub.repo(LORA).branches["main"]
+    assert resolved.summary["reason"] == "Resolved" and resolved.summary["commit"] == first
+    assert resolved.summary["pins"] == [f"{repo}@main={first}", f"{LORA}@main={lora_commit}"]
+    assert resolved.termination_message["pins"] == resolved.summary["pins"]
+    assert not (cache / "hf").exists()  # nothing downloaded
+
+    second = hub.add_repo(repo, tiny_model.make_tiny_llama(tmp_path / "v2", seed=2))
+    assert second != first
+    pins = [arg for pin in resolved.summary["pins"] for arg in ("--pin", pin)]
+    run = runner.warm_cache(
+        hub.endpoint, cache, "--model-path", repo, "--lora-paths", f"{LORA}@main", *pins, "--no-compile"
+    )
+    assert run.returncode == 0, run
+    assert run.summary["commit"] == first
+    assert (repo_dir(cache, repo) / "refs" / "main").read_text() == first  # offline servers asking for main
+    assert not _snapshot(cache, repo, second).exists()
+
+    # A pin for a revision nobody asked for, or not a commit: refused before anything is fetched.
+    for bad, says in [
+        (f"{repo}@v2={first}", "names no requested revision"),
+        (f"{repo}@main=abc", "REPO@REVISION=COMMIT"),
+    ]:
+        refused = runner.warm_cache(hub.endpoint, cache, "--model-path", repo, "--pin", bad, "--no-compile")
+        assert refused.returncode == 10 and refused.summary["reason"] == "InvalidOption", refused
+        assert says in refused.summary["message"], refused

@@ -89,6 +89,14 @@ class ModelWarmupStatus(ApiModel):
     """Ready, WeightsDownloaded, Compiled and ServingPatched, in Kubernetes' condition shape."""
     resolved_revision: str | None = None
     """The commit sha the model's revision resolved to."""
+    pinned_revisions: list[str] = Field(default_factory=list, max_length=32)
+    """REPO@REVISION=COMMIT for each branch or tag of the model, draft and adapters, resolved once
+    and passed to every target's warm-up, so that all of them warm the same commits."""
+    resolution_key: str | None = None
+    """A digest of what pinnedRevisions were resolved from (revisions, hub, credentials, the
+    refresh annotation): when it no longer matches the spec, the revisions are resolved again."""
+    last_handled_refresh: str | None = None
+    """The value of the refresh.modelwarmup.dev/requested-at annotation that the current pins answer."""
     model_key: str | None = None
     """The model key every target warmed (its entries are compiled/<model-key>/<platform-key>);
     serving Deployments carry it in their modelwarmup.dev/model-key annotation."""

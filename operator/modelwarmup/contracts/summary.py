@@ -38,6 +38,9 @@ class WorkerSummary(BaseModel):
     platform_key: str | None = None
     commit: str | None = None
     """The commit the model's revision resolved to."""
+    pins: tuple[str, ...] = ()
+    """``REPO@REVISION=COMMIT`` for the model, draft and adapters (``--resolve-only``): what the
+    operator passes to every target's warm-up as ``--pin``."""
     bytes: int | None = Field(default=None, ge=0)
     platform: dict[str, str] = Field(default_factory=dict)
     """The fingerprint the entry was built for (dropped first when the summary is too long)."""

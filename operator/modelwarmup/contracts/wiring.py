@@ -20,8 +20,14 @@ OPERATOR: Final = "modelwarmup"
 LABEL_RESOURCE: Final = f"{GROUP}/modelwarmup"
 LABEL_TARGET: Final = f"{GROUP}/target"
 LABEL_WARMUP_KEY: Final = f"{GROUP}/warmup-key"
+LABEL_ROLE: Final = f"{GROUP}/role"  # on the Job resolving branches and tags: "resolve"
+ROLE_RESOLVE: Final = "resolve"
 ANNOTATION_MODEL_KEY: Final = f"{GROUP}/model-key"  # on the pod template: its change rolls pods out
 ANNOTATION_WIRED_BY: Final = f"{GROUP}/wired-by"
+# On a ModelWarmup, set by its user: a new value asks for a fresh resolution of its branches and
+# tags (as Flux's reconcile.fluxcd.io/requestedAt). Not under "modelwarmup.dev/": kopf keeps its
+# own state there and leaves those annotations out of what it diffs.
+ANNOTATION_REFRESH: Final = f"refresh.{GROUP}/requested-at"
 
 # The serving container's environment (set by the operator's patch, read by the runtime loader).
 ENV_AUTOLOAD: Final = "MODELWARMUP_AUTOLOAD"

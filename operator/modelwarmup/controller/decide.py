@@ -17,9 +17,10 @@ from modelwarmup.api.spec import Target
 from modelwarmup.api.status import ConditionType, ModelWarmupStatus, Reason, TargetStatus
 from modelwarmup.contracts import wiring
 from modelwarmup.contracts.summary import WorkerSummary
-from modelwarmup.controller import conditions, jobs, naming, serving
+from modelwarmup.controller import conditions, jobs, naming, resolution, serving
 from modelwarmup.controller.conditions import State, Wanted
 from modelwarmup.controller.kubeapi import KubeObject
+from modelwarmup.controller.resolution import Resolution
 from modelwarmup.controller.settings import OperatorSettings
 
 JobPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
@@ -50,6 +51,9 @@ class Observed:
     other_keys: tuple[str, ...] = ()  # cache keys other resources on the same cache serve (retention)
     own_jobs: tuple[tuple[str, str], ...] = ()  # (name, warm-up key) of its unfinished Jobs, any spec
     wanted_elsewhere: frozenset[str] = frozenset()  # warm-up keys other resources wait on
+    # None when every revision is a commit; else its key (the resolve Job's in jobs_by_key until
+    # it is done) and, once done, the pins every target's Job gets.
+    resolution: Resolution | None = None
 
 
 @dataclass
@@ -63,7 +67,7 @@ class Plan:
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
 
 
-def _pick_job(views: list[JobView], own: str) -> JobView | None:
+def pick_job(views: list[JobView], own: str) -> JobView | None:
     """Our own Job for a key first, else another resource's that has not failed (a shared entry)."""
     mine = [v for v in views if v.owner == own]
     if mine:
@@ -148,23 +152,33 @@ def decide(observed: Observed, settings: OperatorSettings, *, now: str) -> Plan:
     if mw.spec.cache.create is not None and not observed.claim_exists:
         plan.create_claim = _claim(mw)
 
-    keys = [naming.warmup_key(mw.spec, target, image) for target in mw.spec.targets]
-    # An unfinished Job of an earlier spec that no resource waits on would run to its end for nothing
-    # (on a GPU node, a whole warm-up): cancel it. A shared one stays while another resource waits.
-    plan.delete_jobs = sorted(
-        name for name, key in observed.own_jobs if key not in keys and key not in observed.wanted_elsewhere
-    )
+    resolving = observed.resolution is not None and not observed.resolution.done
+    pins = observed.resolution.pins if observed.resolution is not None else ()
     targets: list[TargetStatus] = []
-    chosen: list[JobView | None] = []
-    for target, key in zip(mw.spec.targets, keys, strict=True):
-        view = _pick_job(list(observed.jobs_by_key.get(key, [])), own)
-        created = ""
-        if view is None:
-            job = jobs.build_job(mw, target, key, settings)
-            plan.create_jobs.append(job)
-            created = job["metadata"]["name"]
-        targets.append(_target_status(target, view, own, created=created))
-        chosen.append(view)
+    chosen: list[JobView | None] = [None] * len(mw.spec.targets)
+    if resolving:
+        # No target's key is known before its commits are: nothing is cancelled meanwhile either.
+        targets = _resolving(observed, settings, plan)
+    else:
+        keys = [naming.warmup_key(mw.spec, target, image, pins) for target in mw.spec.targets]
+        # An unfinished Job of an earlier spec that no resource waits on would run to its end for
+        # nothing (on a GPU node, a whole warm-up): cancel it. A shared one stays while another
+        # resource waits.
+        plan.delete_jobs = sorted(
+            name
+            for name, key in observed.own_jobs
+            if key not in keys and key not in observed.wanted_elsewhere
+        )
+        chosen = []
+        for target, key in zip(mw.spec.targets, keys, strict=True):
+            view = pick_job(list(observed.jobs_by_key.get(key, [])), own)
+            created = ""
+            if view is None:
+                job = jobs.build_job(mw, target, key, settings, pins)
+                plan.create_jobs.append(job)
+                created = job["metadata"]["name"]
+            targets.append(_target_status(target, view, own, created=created))
+            chosen.append(view)
 
     phases = {t.phase for t in targets}
     done = phases <= {"Succeeded", "CacheHit"}
@@ -174,6 +188,8 @@ def decide(observed: Observed, settings: OperatorSettings, *, now: str) -> Plan:
     }
     model_key = sorted(model_keys)[0] if done and model_keys else None
     commits = [c for t in targets if (c := _commit(observed, t))]
+    if pins:
+        commits = [c for c in [resolution.commit_of(pins, mw.spec.model)] if c] + commits
 
     if failed:
         why = "; ".join(f"{t.name}: {t.message}" for t in failed)
@@ -235,11 +251,70 @@ def decide(observed: Observed, settings: OperatorSettings, *, now: str) -> Plan:
         observed_generation=mw.metadata.generation,
         conditions=new_conditions,
         resolved_revision=commits[0] if commits else mw.status.resolved_revision,
+        **_pinned(observed, mw),
         model_key=model_key or mw.status.model_key,
         targets=targets,
         patched_deployments=patched,
     )
     return plan
+
+
+RESOLVING = "Resolving"
+
+
+def _resolving(observed: Observed, settings: OperatorSettings, plan: Plan) -> list[TargetStatus]:
+    """Every target's status while the resolve Job runs (it is created when there is none)."""
+    mw, own = observed.mw, observed.mw.metadata.name
+    assert observed.resolution is not None
+    asked = ", ".join(f"{r.repo}@{r.revision}" for r in resolution.revisions(mw.spec))
+    view = pick_job(list(observed.jobs_by_key.get(observed.resolution.key, [])), own)
+    if view is None:
+        job = jobs.build_resolve_job(mw, observed.resolution.key, settings)
+        plan.create_jobs.append(job)
+        name, phase, reason, message = job["metadata"]["name"], "Pending", RESOLVING, f"resolving {asked}"
+    else:
+        summary = view.summary
+        name, phase, reason, message = view.name, "Pending", RESOLVING, f"resolving {asked} (Job {view.name})"
+        if view.stuck is not None:
+            reason, why = view.stuck
+            message = f"{reason}: {why}"
+        elif view.phase == "Failed":
+            phase = "Failed"
+            reason = (summary.reason if summary else "") or Reason.JOB_FAILED
+            message = f"resolving {asked} failed: {(summary.message if summary else '') or view.message}"
+        elif view.phase == "Succeeded":  # done, yet no pins: a worker image older than the operator
+            phase, reason = "Failed", Reason.JOB_FAILED
+            message = (
+                f"the resolve Job {view.name} reported no pins: is the worker image older than the operator?"
+            )
+    return [
+        TargetStatus(
+            name=t.name,
+            job=name,
+            phase=phase,
+            reason=reason,
+            message=message[:1024],
+            attempts=view.attempts if view else 0,
+        )
+        for t in mw.spec.targets
+    ]
+
+
+def _pinned(observed: Observed, mw: ModelWarmup) -> dict[str, Any]:
+    """The status's pins: the resolution's once done, unchanged while resolving, none if not needed."""
+    if observed.resolution is None:
+        return {"pinned_revisions": [], "resolution_key": None, "last_handled_refresh": None}
+    if not observed.resolution.done:  # the commits served so far stay until the new ones are warm
+        return {
+            "pinned_revisions": mw.status.pinned_revisions,
+            "resolution_key": mw.status.resolution_key,
+            "last_handled_refresh": mw.status.last_handled_refresh,
+        }
+    return {
+        "pinned_revisions": list(observed.resolution.pins),
+        "resolution_key": observed.resolution.key,
+        "last_handled_refresh": mw.metadata.annotations.get(wiring.ANNOTATION_REFRESH),
+    }
 
 
 def _ready_events(previous: list[Condition], current: list[Condition]) -> list[tuple[str, str, str]]:

@@ -70,6 +70,13 @@ def register(
     def on_spec(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
         service.reconcile(memo.runtime, dict(body), logger)
 
+    @kopf.on.update(
+        *RESOURCE, field=("metadata", "annotations", wiring.ANNOTATION_REFRESH), registry=registry
+    )
+    def on_refresh(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+        """A new refresh annotation: resolve the spec's branches and tags again (see resolution)."""
+        service.reconcile(memo.runtime, dict(body), logger)
+
     @kopf.on.event("batch", "v1", "jobs", labels={wiring.MANAGED_BY: wiring.OPERATOR}, registry=registry)
     def on_job(body: kopf.Body, type: str, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
         meta = body.get("metadata", {})

@@ -16,15 +16,15 @@ from modelwarmup.api.resource import ModelWarmup
 from modelwarmup.api.spec import ModelWarmupSpec, Target
 from modelwarmup.contracts import compile as compile_contract
 from modelwarmup.contracts import digest, wiring
-from modelwarmup.controller import naming
+from modelwarmup.controller import naming, resolution
 from modelwarmup.controller.settings import OperatorSettings
 
 CONTAINER = "warm-cache"
 CAST_FLAG = "--allow-safetensors-weights-fp32-bf16-bidirectional-cast"
 
 
-def worker_args(spec: ModelWarmupSpec, target: Target) -> list[str]:
-    """The warm-cache command line for one target."""
+def worker_args(spec: ModelWarmupSpec, target: Target, pins: tuple[str, ...] = ()) -> list[str]:
+    """The warm-cache command line for one target, its branches and tags pinned to ``pins``."""
     model, compile_ = spec.model, spec.compile
     args = [
         "warm-cache",
@@ -48,6 +48,8 @@ def worker_args(spec: ModelWarmupSpec, target: Target) -> list[str]:
         ]
     if model.loras:
         args += ["--lora-paths", *(f"{lora.repo}@{lora.revision}" for lora in model.loras)]
+    for pin in pins:
+        args += ["--pin", pin]
     if target.devices:
         args += ["--devices", target.devices]
     if not compile_.enabled:
@@ -83,16 +85,33 @@ def owner_reference(mw: ModelWarmup) -> dict[str, Any]:
     }
 
 
-def build_job(mw: ModelWarmup, target: Target, key: str, settings: OperatorSettings) -> dict[str, Any]:
+def build_job(
+    mw: ModelWarmup, target: Target, key: str, settings: OperatorSettings, pins: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """The Job manifest warming ``target`` of ``mw``."""
     return _worker_job(
         mw,
         name=naming.job_name(mw.metadata.name, target.name, key),
         labels=naming.job_labels(mw.metadata.name, target.name, key),
-        args=worker_args(mw.spec, target),
+        args=worker_args(mw.spec, target, pins),
         env=_env(mw.spec),
         target=target,
         settings=settings,
+    )
+
+
+def build_resolve_job(mw: ModelWarmup, resolution_key: str, settings: OperatorSettings) -> dict[str, Any]:
+    """The Job resolving the spec's branches and tags to commits: the hub's credentials, no GPU,
+    any node, and no cache volume (nothing is downloaded), so it need not wait for the claim."""
+    return _worker_job(
+        mw,
+        name=resolution.job_name(mw, resolution_key),
+        labels=resolution.job_labels(mw, resolution_key),
+        args=resolution.worker_args(mw.spec),
+        env=_env(mw.spec),
+        target=None,
+        settings=settings,
+        cache=False,
     )
 
 
@@ -129,8 +148,10 @@ def _worker_job(
     env: list[dict[str, Any]],
     target: Target | None,
     settings: OperatorSettings,
+    cache: bool = True,
 ) -> dict[str, Any]:
-    """A Job running `modelwarmup ARGS` in the worker image with the cache mounted, restricted."""
+    """A Job running `modelwarmup ARGS` in the worker image with the cache mounted (unless
+    ``cache`` is false), restricted."""
     spec = mw.spec
     resources = target.resources.model_dump(mode="json", exclude_defaults=True) if target is not None else {}
     container: dict[str, Any] = {
@@ -142,11 +163,17 @@ def _worker_job(
         "env": env,
         "resources": resources,
         "volumeMounts": [
-            {
-                "name": "cache",
-                "mountPath": wiring.JOB_CACHE_MOUNT,
-                **({"subPath": spec.cache.sub_path} if spec.cache.sub_path else {}),
-            },
+            *(
+                [
+                    {
+                        "name": "cache",
+                        "mountPath": wiring.JOB_CACHE_MOUNT,
+                        **({"subPath": spec.cache.sub_path} if spec.cache.sub_path else {}),
+                    }
+                ]
+                if cache
+                else []
+            ),
             {"name": "tmp", "mountPath": "/tmp"},
         ],
         "terminationMessagePath": wiring.TERMINATION_LOG,
@@ -163,7 +190,11 @@ def _worker_job(
         "restartPolicy": "Never",
         "containers": [container],
         "volumes": [
-            {"name": "cache", "persistentVolumeClaim": {"claimName": spec.cache.claim_name}},
+            *(
+                [{"name": "cache", "persistentVolumeClaim": {"claimName": spec.cache.claim_name}}]
+                if cache
+                else []
+            ),
             {"name": "tmp", "emptyDir": {}},
         ],
         "securityContext": {

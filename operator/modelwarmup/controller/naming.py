@@ -12,8 +12,11 @@ from modelwarmup.contracts import digest, wiring
 MAX_NAME: Final = 63
 
 
-def warmup_inputs(spec: ModelWarmupSpec, target: Target, worker_image: str) -> dict[str, Any]:
-    """Everything that decides a target's warm-up Job, as the operator can see it (pre-resolution).
+def warmup_inputs(
+    spec: ModelWarmupSpec, target: Target, worker_image: str, pins: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Everything that decides a target's warm-up Job, as the operator can see it: the spec and
+    the commits its branches and tags were pinned to (see :mod:`.resolution`).
 
     Resources share a Job, and so an entry, only when all of it matches: the same model, settings,
     platform and cache, and a Job they could each have run themselves (the same token Secret, the
@@ -33,12 +36,13 @@ def warmup_inputs(spec: ModelWarmupSpec, target: Target, worker_image: str) -> d
             mode="json", include={"image_pull_policy", "service_account_name", "env"}
         ),
         "worker_image": worker_image,
+        "pins": sorted(pins),
     }
 
 
-def warmup_key(spec: ModelWarmupSpec, target: Target, worker_image: str) -> str:
+def warmup_key(spec: ModelWarmupSpec, target: Target, worker_image: str, pins: tuple[str, ...] = ()) -> str:
     """A short digest of :func:`warmup_inputs`: equal for resources that would warm the same entry."""
-    return digest.digest(warmup_inputs(spec, target, worker_image), length=10)
+    return digest.digest(warmup_inputs(spec, target, worker_image, pins), length=10)
 
 
 def job_name(resource_name: str, target_name: str, key: str) -> str:

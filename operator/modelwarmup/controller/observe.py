@@ -16,8 +16,9 @@ from modelwarmup.api.resource import ModelWarmup
 from modelwarmup.contracts import wiring
 from modelwarmup.contracts.summary import WorkerSummary
 from modelwarmup.controller import kubeapi, naming
-from modelwarmup.controller.decide import JobPhase, JobView, Observed
+from modelwarmup.controller.decide import JobPhase, JobView, Observed, pick_job
 from modelwarmup.controller.kubeapi import KubeApi, KubeObject
+from modelwarmup.controller.resolution import Resolution
 
 
 def job_phase(job: KubeObject) -> JobPhase:
@@ -252,18 +253,40 @@ def own_jobs(api: KubeApi, mw: ModelWarmup) -> tuple[tuple[str, str], ...]:
     )
 
 
-def observe(api: KubeApi, mw: ModelWarmup, keys: list[str], *, wanted_elsewhere: frozenset[str]) -> Observed:
+def resolved(api: KubeApi, mw: ModelWarmup, pending: Resolution) -> Resolution:
+    """The resolution with the pins its Job reported, once that Job (this resource's or a shared
+    one) succeeded; as it was otherwise."""
+    namespace = mw.metadata.namespace or "default"
+    views = job_views(api, namespace, [pending.key]).get(pending.key, [])
+    view = pick_job(views, mw.metadata.name)
+    if view is not None and view.phase == "Succeeded" and view.summary is not None and view.summary.pins:
+        return Resolution(pending.key, view.summary.pins)
+    return pending
+
+
+def observe(
+    api: KubeApi,
+    mw: ModelWarmup,
+    keys: list[str],
+    *,
+    wanted_elsewhere: frozenset[str],
+    resolution: Resolution | None = None,
+) -> Observed:
     """What the cluster holds for ``mw``, whose targets' warm-up keys are ``keys``.
 
-    Its Jobs of earlier specs are listed only when the spec changed since the last status (only
-    then can a key have been superseded); ``wanted_elsewhere`` are keys other resources wait on.
+    Its Jobs of earlier specs are listed only when the spec or its pinned commits changed since
+    the last status (only then can a key have been superseded); ``wanted_elsewhere`` are keys
+    other resources wait on.
     """
     namespace = mw.metadata.namespace or "default"
     found, missing = deployments(api, mw)
     # A new resource (no status yet) has no Jobs of an earlier spec.
     seen = mw.status.observed_generation
     changed = seen is not None and seen != mw.metadata.generation
+    if resolution is not None and resolution.done:  # e.g. a refresh moved the branch's commit
+        changed = changed or mw.status.resolution_key not in (None, resolution.key)
     return Observed(
+        resolution=resolution,
         own_jobs=own_jobs(api, mw) if changed else (),
         wanted_elsewhere=wanted_elsewhere,
         other_keys=other_keys(api, mw),

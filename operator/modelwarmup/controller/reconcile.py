@@ -15,7 +15,7 @@ from modelwarmup import errors
 from modelwarmup.api import resource
 from modelwarmup.api.resource import ModelWarmup
 from modelwarmup.api.status import ModelWarmupStatus
-from modelwarmup.controller import apply, conditions, decide, kubeapi, naming, observe, serving
+from modelwarmup.controller import apply, conditions, decide, kubeapi, naming, observe, resolution, serving
 from modelwarmup.controller.memo import Runtime
 from modelwarmup.controller.settings import OperatorSettings
 
@@ -42,12 +42,22 @@ def reconcile(runtime: Runtime, body: dict[str, Any], logger: kopf.Logger) -> No
             logger.warning("invalid spec: %s", "; ".join(problems))
             return
         image = mw.spec.worker.image or runtime.settings.worker_image
-        keys = [naming.warmup_key(mw.spec, target, image) for target in mw.spec.targets]
-        runtime.waits(namespace, mw.metadata.name, keys)
         try:
+            pending = resolution.known(mw, image)
+            if pending is not None and not pending.done:
+                pending = observe.resolved(runtime.api, mw, pending)
+            pins = pending.pins if pending is not None else ()
+            keys = (
+                [pending.key]  # until the commits are known, the resource waits on its resolve Job
+                if pending is not None and not pending.done
+                else [naming.warmup_key(mw.spec, target, image, pins) for target in mw.spec.targets]
+            )
+            runtime.waits(namespace, mw.metadata.name, keys)
             with runtime.warming(namespace, keys):
                 elsewhere = runtime.wanted_by_others(namespace, mw.metadata.name)
-                observed = observe.observe(runtime.api, mw, keys, wanted_elsewhere=elsewhere)
+                observed = observe.observe(
+                    runtime.api, mw, keys, wanted_elsewhere=elsewhere, resolution=pending
+                )
                 plan = decide.decide(observed, runtime.settings, now=conditions.now())
                 plan, retry = apply.apply(
                     runtime.api, mw.metadata, mw.status, plan, logger, now=conditions.now()

@@ -105,11 +105,18 @@ class HubClient:
         return HfApi(endpoint=self.endpoint, token=self.token or False)
 
 
-def _listing(hub: HubClient, repo: str, revision: str) -> tuple[str, list[RemoteFile]]:
+def _listing(
+    hub: HubClient, repo: str, revision: str, pinned: str | None = None
+) -> tuple[str, list[RemoteFile]]:
+    """The commit ``revision`` stands for and its files; the ``pinned`` commit when given."""
     try:
-        info = hub.api().model_info(repo, revision=revision, files_metadata=True)
+        info = hub.api().model_info(repo, revision=pinned or revision, files_metadata=True)
     except Exception as error:  # mapped to our permanent/transient errors, or re-raised
-        raise hub_errors.translate(error, repo=repo, revision=revision) from None
+        raise hub_errors.translate(error, repo=repo, revision=pinned or revision) from None
+    if pinned is not None and info.sha != pinned:
+        raise errors.RevisionNotFound(
+            f"{repo}: the hub answered commit {info.sha} for pinned commit {pinned}"
+        )
     files = [
         RemoteFile(
             path=s.rfilename,
@@ -129,7 +136,7 @@ def _matches(path: str, patterns: tuple[str, ...]) -> bool:
 def resolve(request: RepoRequest, hub: HubClient) -> ResolvedRepo:
     """Pin a repository's revision(s) to commits and choose the files serving needs."""
     allow_patterns, ignore_patterns = request.allow_patterns, request.ignore_patterns
-    commit, listing = _listing(hub, request.repo, request.revision)
+    commit, listing = _listing(hub, request.repo, request.revision, request.pinned)
     weight_commit, weight_listing = commit, listing
     if request.weight_revision and request.weight_revision not in (request.revision, commit):
         weight_commit, weight_listing = _listing(hub, request.repo, request.weight_revision)

@@ -174,6 +174,23 @@ _OURS = [
     ),
     Option("token-file", "supported", "File holding the Hugging Face token (else HF_TOKEN).", ours=True),
     Option(
+        "pin",
+        "supported",
+        "A revision already resolved, as REPO@REVISION=COMMIT: download COMMIT and record it as "
+        "REVISION (the operator pins every target of a resource to one commit).",
+        kind="list",
+        ours=True,
+    ),
+    Option(
+        "resolve-only",
+        "supported",
+        "Resolve the revisions of the model, draft and adapters to commits, report them as pins "
+        "in the summary and stop: nothing is downloaded.",
+        kind="flag",
+        default=False,
+        ours=True,
+    ),
+    Option(
         "termination-log",
         "supported",
         "Where the JSON summary is also written.",

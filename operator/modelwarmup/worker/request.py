@@ -38,6 +38,13 @@ class RepoRequest(BaseModel):
     allow_patterns: tuple[str, ...] = ()
     ignore_patterns: tuple[str, ...] = ()
     role: str = "model"
+    pinned: str | None = None
+    """The commit ``revision`` was already resolved to (``--pin``): asked for instead of the revision."""
+
+    @property
+    def pin(self) -> str:
+        """``repo@revision``: what a ``--pin`` names."""
+        return f"{self.repo}@{self.revision}"
 
 
 class WarmCacheRequest(BaseModel):
@@ -58,6 +65,7 @@ class WarmCacheRequest(BaseModel):
     server_options: dict[str, Any] = {}
     cache_dir: Path
     force: bool = False
+    resolve_only: bool = False
     token_file: Path | None = None
     termination_log: Path | None = None
     lock_timeout_s: float = 3600.0
@@ -112,6 +120,35 @@ def _check_revision(flag: str, revision: Any) -> str | None:
     if not isinstance(revision, str) or not re.fullmatch(REVISION, revision):
         raise errors.InvalidOptionError(f"--{flag} {revision!r} is not a branch, tag or commit")
     return revision
+
+
+COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+def _pins(items: list[str]) -> dict[str, str]:
+    """``--pin REPO@REVISION=COMMIT`` values, by ``REPO@REVISION``."""
+    pins: dict[str, str] = {}
+    for item in items:
+        named, sep, commit = str(item).rpartition("=")
+        repo, at, revision = named.partition("@")
+        if not (sep and at and COMMIT.match(commit)):
+            raise errors.InvalidOptionError(f"--pin {item!r}: use REPO@REVISION=COMMIT (a 40-character sha)")
+        _check_repo("pin", repo)
+        _check_revision("pin", revision)
+        if pins.setdefault(named, commit) != commit:
+            raise errors.InvalidOptionError(f"--pin {named} is given two different commits")
+    return pins
+
+
+def _pinned(repos: list[RepoRequest], pins: dict[str, str]) -> list[RepoRequest]:
+    """The repositories with their pinned commits; a pin that names none of them is an error."""
+    unused = set(pins) - {r.pin for r in repos}
+    if unused:
+        asked = ", ".join(sorted({r.pin for r in repos}))
+        raise errors.InvalidOptionError(
+            f"--pin {', '.join(sorted(unused))} names no requested revision ({asked})"
+        )
+    return [r.model_copy(update={"pinned": pins[r.pin]}) if r.pin in pins else r for r in repos]
 
 
 def _lora(spec: str) -> RepoRequest:
@@ -235,12 +272,18 @@ def build_request(args: argparse.Namespace) -> WarmCacheRequest:
             trust_remote_code=bool(values["draft_trust_remote_code"]),
             role="draft",
         )
+    loras = [_lora(spec) for spec in values.get("lora_paths") or ()]
+    model, *rest = _pinned([model, *([draft] if draft else []), *loras], _pins(values.get("pin") or []))
+    if draft is not None:
+        draft, *loras = rest
+    else:
+        loras = rest
     token_file = values.get("token_file")
     termination_log = values.get("termination_log")
     return WarmCacheRequest(
         model=model,
         draft=draft,
-        loras=tuple(_lora(spec) for spec in values.get("lora_paths") or ()),
+        loras=tuple(loras),
         compile=compile_settings if values["compile"] else None,
         devices=devices,
         target=values.get("target"),
@@ -251,6 +294,7 @@ def build_request(args: argparse.Namespace) -> WarmCacheRequest:
         server_options={k: v for k, v in values.items() if k in options.RECORDED and v is not None},
         cache_dir=Path(values["cache_dir"]),
         force=bool(values["force"]),
+        resolve_only=bool(values.get("resolve_only")),
         token_file=Path(token_file) if token_file else None,
         termination_log=Path(termination_log) if termination_log else None,
         lock_timeout_s=float(values["lock_timeout"]),

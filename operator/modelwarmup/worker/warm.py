@@ -123,6 +123,8 @@ def warm_cache(request: WarmCacheRequest, environ: Mapping[str, str]) -> WorkerS
     """Run the warm-up; returns the summary. Raises modelwarmup errors on failure."""
     started = time.monotonic()
     cache = CacheLayout(request.cache_dir)
+    if request.resolve_only:
+        return _resolve_only(request, cache, environ, started)
     device, fingerprint, platform_key = _platform(request)
 
     ref = _ref_path(cache, request_ref(request, platform_key))
@@ -193,6 +195,31 @@ def warm_cache(request: WarmCacheRequest, environ: Mapping[str, str]) -> WorkerS
         download_seconds=round(download_seconds, 3),
         compile_seconds=built["timings"]["compile_seconds"],
         resumed_bytes=sum(s.resumed_bytes for s in stats),
+        seconds=round(time.monotonic() - started, 3),
+    )
+
+
+def _resolve_only(
+    request: WarmCacheRequest, cache: CacheLayout, environ: Mapping[str, str], started: float
+) -> WorkerSummary:
+    """Resolve every revision to a commit (listing its files, so a missing file fails here too)
+    and report them as pins; the operator passes the pins to every target's warm-up."""
+    hub = download.HubClient(
+        endpoint=environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/"),
+        token=read_token(request.token_file, environ),
+        layout=cache,
+    )
+    asked = [request.model, *([request.draft] if request.draft else []), *request.loras]
+    with report.timed("resolve", repo=request.model.repo, revision=request.model.revision) as fields:
+        repos = [download.resolve(repo, hub) for repo in asked]
+        fields["commit"] = repos[0].commit
+    pins = tuple(f"{r.request.pin}={r.commit}" for r in repos)
+    return WorkerSummary(
+        ok=True,
+        reason="Resolved",
+        message=f"resolved {request.model.pin} to {repos[0].commit[:12]}",
+        commit=repos[0].commit,
+        pins=pins,
         seconds=round(time.monotonic() - started, 3),
     )
 
