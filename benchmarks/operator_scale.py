@@ -10,7 +10,9 @@ apart from ours by User-Agent. No Job runs: Jobs stay as the operator creates th
 lifecycle measurement, where this script plays the kubelet and the Job controller by hand (a Pod
 with the worker's summary as its termination message, then the Job's Complete condition).
 
-Every resource names a different model (one Job each); none names a Deployment.
+Every resource names a different model (one Job each); none names a Deployment. The lifecycle
+resource asks for a branch (``main``: a resolve Job, then the warm-up Job); the others pin a
+commit, so each makes exactly one Job.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from tests.k8s.client import JOBS, PODS, KubeClient, Res, wait_for
 from tests.k8s.emulator import ApiServer, ApiServerEmulator, LoggedRequest
 
 from modelwarmup.api import resource
+from modelwarmup.contracts import wiring
 from modelwarmup.contracts.summary import WorkerSummary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,13 +65,16 @@ def short_kmock_journals(keep: int = 32) -> None:
     ApiServerEmulator._handle = trimmed  # type: ignore[method-assign]
 
 
-def warmup(name: str) -> dict[str, Any]:
+COMMIT = "a" * 40
+
+
+def warmup(name: str, revision: str = COMMIT) -> dict[str, Any]:
     return {
         "apiVersion": resource.API_VERSION,
         "kind": resource.KIND,
         "metadata": {"name": name, "namespace": NS},
         "spec": {
-            "model": {"repo": f"bench/{name}"},
+            "model": {"repo": f"bench/{name}", "revision": revision},
             "targets": [{"name": "cpu", "devices": "cpu"}],
             "cache": {"persistentVolumeClaim": {"claimName": "model-cache"}},
         },
@@ -137,18 +143,23 @@ def summarize(requests: Iterable[LoggedRequest]) -> collections.Counter[str]:
 def complete_job(kube: KubeClient, job: dict[str, Any], name: str) -> None:
     """Play kubelet and Job controller: a finished Pod with the worker's summary, then Complete."""
     meta = job["metadata"]
-    summary = WorkerSummary(
-        ok=True,
-        reason="Warmed",
-        message=f"warmed bench/{name}",
-        entry_key=f"bench--{name}-0123456789abcdef/portable",
-        model_key=f"bench--{name}-0123456789abcdef",
-        platform_key="portable",
-        commit="a" * 40,
-        bytes=1234567,
-        download_seconds=1.5,
-        compile_seconds=0.0,
-    )
+    if (meta.get("labels") or {}).get(wiring.LABEL_ROLE) == wiring.ROLE_RESOLVE:
+        summary = WorkerSummary(
+            ok=True, reason="Resolved", commit=COMMIT, pins=(f"bench/{name}@main={COMMIT}",)
+        )
+    else:
+        summary = WorkerSummary(
+            ok=True,
+            reason="Warmed",
+            message=f"warmed bench/{name}",
+            entry_key=f"bench--{name}-0123456789abcdef/portable",
+            model_key=f"bench--{name}-0123456789abcdef",
+            platform_key="portable",
+            commit=COMMIT,
+            bytes=1234567,
+            download_seconds=1.5,
+            compile_seconds=0.0,
+        )
     labels = {
         **job["spec"]["template"]["metadata"]["labels"],
         "job-name": meta["name"],
@@ -239,12 +250,19 @@ def run(resources: int, memory_at: int, idle: float, out: Path) -> dict[str, Any
             server.wait_quiet(1.0)
             figures["rss_mib_empty"] = round(operator.rss_mib(), 1)
 
-            # 1. One warm-up's lifecycle: create -> Job -> Job complete -> Ready.
+            # 1. One warm-up's lifecycle: create -> resolve Job -> complete -> Job -> complete -> Ready.
             mark = server.mark()
-            kube.create(MW, warmup("lifecycle"), namespace=NS)
-            job = wait_for(lambda: (kube.list(JOBS, namespace=NS) or [None])[0], timeout=30)
-            server.wait_quiet(0.5)
-            complete_job(kube, job, "lifecycle")
+            kube.create(MW, warmup("lifecycle", revision="main"), namespace=NS)
+            for resolving in (True, False):
+
+                def next_job(resolving: bool = resolving) -> dict[str, Any] | None:
+                    jobs = kube.list(JOBS, namespace=NS)
+                    role = lambda j: (j["metadata"].get("labels") or {}).get(wiring.LABEL_ROLE)  # noqa: E731
+                    return next((j for j in jobs if (role(j) == wiring.ROLE_RESOLVE) == resolving), None)
+
+                job = wait_for(next_job, timeout=30)
+                server.wait_quiet(0.5)
+                complete_job(kube, job, "lifecycle")
             wait_for(lambda: ready(kube, "lifecycle"), timeout=30)
             server.wait_quiet(1.0)
             lifecycle = operator_requests(server, mark)
@@ -260,7 +278,7 @@ def run(resources: int, memory_at: int, idle: float, out: Path) -> dict[str, Any
             started = time.monotonic()
             create_all(kube, names)
             applied = time.monotonic() - started
-            wait_for(lambda: job_count(server) >= resources + 1, timeout=600, interval=0.1)
+            wait_for(lambda: job_count(server) >= resources + 2, timeout=600, interval=0.1)
             figures["resources"] = resources
             figures["apply_seconds"] = round(applied, 2)
             figures["seconds_until_all_jobs"] = round(time.monotonic() - started, 2)
@@ -293,7 +311,7 @@ def run(resources: int, memory_at: int, idle: float, out: Path) -> dict[str, Any
             # 4. Memory with more resources.
             more = [f"m{i:04d}" for i in range(resources, memory_at)]
             create_all(kube, more)
-            wait_for(lambda: job_count(server) >= memory_at + 1, timeout=900, interval=0.1)
+            wait_for(lambda: job_count(server) >= memory_at + 2, timeout=900, interval=0.1)
             server.wait_quiet(2.0, timeout=300)
             figures["memory_resources"] = memory_at
             figures["rss_mib_at_memory_resources"] = round(operator.rss_mib(), 1)

@@ -36,11 +36,15 @@ def _concerned(runtime: Runtime, meta: Any, owners: set[str]) -> tuple[str, list
 
 
 def _waits_for_a_pod(status: kopf.Status, **_: Any) -> bool:
-    """A target's Job has no running pod yet. Why it has none may show only as an Event on the Job
-    (``FailedCreate``: a ServiceAccount that does not exist, a quota), which changes neither the
-    Job nor a pod: nothing would trigger a reconcile, so a timer looks while this holds (kopf
-    stops it once the status says otherwise)."""
-    return any(target.get("phase") == "Pending" for target in status.get("targets") or [])
+    """A target's Job has no pod whose state explains the wait (a pod that cannot start is
+    watched). Why there is none may show only as an Event on the Job (``FailedCreate``: a
+    ServiceAccount that does not exist, a quota), which changes neither the Job nor a pod: nothing
+    would trigger a reconcile, so a timer looks while this holds (kopf stops it once the status
+    says otherwise), less and less often (:meth:`Runtime.recheck_due`)."""
+    return any(
+        target.get("phase") == "Pending" and target.get("reason", "") in service.UNEXPLAINED_WAITS
+        for target in status.get("targets") or []
+    )
 
 
 def register(
@@ -105,7 +109,9 @@ def register(
         registry=registry,
     )
     def recheck_pending(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-        service.reconcile(memo.runtime, dict(body), logger)
+        meta = body.get("metadata", {})
+        if memo.runtime.recheck_due(meta.get("namespace") or "default", meta["name"]):
+            service.reconcile(memo.runtime, dict(body), logger)
 
     @kopf.on.delete(*RESOURCE, registry=registry)
     def on_delete(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -31,6 +32,7 @@ class Runtime:
         self._waiting: dict[tuple[str, str], set[str]] = defaultdict(set)
         self._keys_of: dict[tuple[str, str], set[str]] = {}
         self._written: dict[tuple[str, str], dict[str, Any]] = {}
+        self._rechecks: dict[tuple[str, str], tuple[int, float]] = {}  # (rechecks so far, next due)
         self._guard = threading.Lock()
 
     def lock(self, namespace: str, name: str) -> threading.RLock:
@@ -90,9 +92,29 @@ class Runtime:
                 self._written[(namespace, name)] = status
             return self._written.get((namespace, name))
 
+    def recheck_due(self, namespace: str, name: str) -> bool:
+        """Whether the pending-recheck timer's tick should reconcile: the n-th time after
+        ``pending_recheck_seconds * 2**n`` (capped at the resync interval), so a Job that stays
+        without a pod for long is looked at less and less often."""
+        now = time.monotonic()
+        with self._guard:
+            count, due = self._rechecks.get((namespace, name), (0, 0.0))
+            if now < due:
+                return False
+            interval = self.settings.pending_recheck_seconds
+            backoff = min(interval * 2**count, self.settings.resync_seconds)
+            self._rechecks[(namespace, name)] = (count + 1, now + backoff - interval / 2)
+            return True
+
+    def recheck_done(self, namespace: str, name: str) -> None:
+        """No target waits unexplained any more: the next wait starts rechecking quickly again."""
+        with self._guard:
+            self._rechecks.pop((namespace, name), None)
+
     def forget(self, namespace: str, name: str) -> None:
         self.waits(namespace, name, ())
         with self._guard:
+            self._rechecks.pop((namespace, name), None)
             self._locks.pop((namespace, name), None)
             self._keys_of.pop((namespace, name), None)
             self._written.pop((namespace, name), None)

@@ -19,6 +19,10 @@ from modelwarmup.controller import apply, conditions, decide, kubeapi, naming, o
 from modelwarmup.controller.memo import Runtime
 from modelwarmup.controller.settings import OperatorSettings
 
+# Target reasons of a Pending target that no pod state explains: the pending-recheck timer looks
+# again while one holds (no Job or pod event would tell of a FailedCreate Event).
+UNEXPLAINED_WAITS = frozenset({"", decide.RESOLVING, "FailedCreate"})
+
 
 def reconcile(runtime: Runtime, body: dict[str, Any], logger: kopf.Logger) -> None:
     """Observe, decide, apply, for one resource body."""
@@ -63,6 +67,8 @@ def reconcile(runtime: Runtime, body: dict[str, Any], logger: kopf.Logger) -> No
                     runtime.api, mw.metadata, mw.status, plan, logger, now=conditions.now()
                 )
                 runtime.written(namespace, mw.metadata.name, apply.status_body(plan)["status"])
+            if not any(t.phase == "Pending" and t.reason in UNEXPLAINED_WAITS for t in plan.status.targets):
+                runtime.recheck_done(namespace, mw.metadata.name)
         except errors.KubeApiError as error:
             runtime.metrics.reconcile_errors.inc()
             raise kopf.TemporaryError(f"API error, will retry: {error}", delay=15) from None
