@@ -73,7 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except errors.ModelWarmupError as error:
-        print(f"modelwarmup {args.command}: {error.reason}: {error}", file=sys.stderr)
+        print(
+            f"modelwarmup {args.command}: {error.reason}: {errors.redact_credentials(str(error))}",
+            file=sys.stderr,
+        )
         return error.exit_code
 
 

@@ -12,6 +12,7 @@ exceptions into these stays next to the code that calls the library (``worker/hu
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, ClassVar, Final
 
 if TYPE_CHECKING:  # the serving runtime imports this module, with only the standard library at hand
@@ -118,8 +119,29 @@ class BadToken(PermanentError, PermissionError):
     reason = "Unauthorized"
 
 
+class Forbidden(PermanentError, PermissionError):
+    """The hub answered 403: the token (or none) may not read this repository or file."""
+
+    reason = "Forbidden"
+
+
 class HubUnavailable(TransientError, ConnectionError):
     reason = "HubUnavailable"
+
+
+class UnsafeHubListing(PermanentError):
+    """The hub (or a mirror) listed a file name that would land outside the cache folder."""
+
+    reason = "UnsafeFileName"
+
+
+_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]+@")
+
+
+def redact_credentials(text: str) -> str:
+    """``scheme://user:secret@host`` becomes ``scheme://***@host``: userinfo never reaches a
+    message, a log line or a status (a mirror URL given with its credentials, say)."""
+    return _URL_CREDENTIALS.sub(r"\1***@", text)
 
 
 class ChecksumMismatch(TransientError):

@@ -18,6 +18,7 @@ import pytest
 
 from tests.devkit import tiny_model
 from tests.devkit.hub import LocalHub
+from tests.devkit.hub_repo import HubFile
 
 from . import runner
 from .conftest import BIG, DRAFT, GATED, LORA, TINY, TOKEN, UNWANTED, MiB, Warmed, repo_dir, sha256
@@ -344,3 +345,56 @@ def test_resolve_only_reports_pins_and_a_pinned_run_downloads_that_commit_as_the
         refused = runner.warm_cache(hub.endpoint, cache, "--model-path", repo, "--pin", bad, "--no-compile")
         assert refused.returncode == 10 and refused.summary["reason"] == "InvalidOption", refused
         assert says in refused.summary["message"], refused
+
+
+def test_a_hub_listing_a_name_outside_the_snapshot_is_refused_before_any_write(
+    hub: LocalHub, tmp_path: Path
+) -> None:
+    """A hostile mirror lists ``../../…``: joined to the snapshot folder it would land outside
+    the cache. The whole listing is refused (exit 10, the name quoted); nothing is written."""
+    repo = "tiny/hostile"
+    sha = hub.add_repo(repo, tiny_model.make_tiny_llama(tmp_path / "model", seed=4))
+    evil = tmp_path / "evil.safetensors"
+    evil.write_bytes(b"not weights")
+    name = "../../../../../escaped.safetensors"
+    hub.repo(repo).commits[sha].files[name] = HubFile.from_disk(name, evil, lfs_threshold=1 << 30)
+    cache = tmp_path / "cache"
+    run = runner.warm_cache(
+        hub.endpoint, cache, "--model-path", repo, "--allow-patterns", "*", "--no-compile"
+    )
+    assert run.returncode == 10 and run.summary["reason"] == "UnsafeFileName", run
+    assert name in run.summary["message"]
+    assert not [p for p in tmp_path.rglob("escaped*")]
+    assert not (cache / "hf").exists() or not any((cache / "hf").rglob("*.safetensors"))
+
+
+def test_revisions_that_would_climb_out_of_refs_are_refused(hub: LocalHub, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    for revision in ("x/../../../../../../escaped-ref", "x/.hidden", "main.lock", "a//b"):
+        run = runner.warm_cache(
+            hub.endpoint,
+            cache,
+            "--model-path",
+            TINY,
+            "--huggingface-model-revision",
+            revision,
+            "--no-compile",
+        )
+        assert run.returncode == 10 and run.summary["reason"] == "InvalidOption", run
+        assert "git's ref rules" in run.summary["message"]
+    assert not [p for p in tmp_path.rglob("escaped-ref")] and not (cache / "hf").exists()
+
+
+def test_credentials_in_the_hub_url_never_reach_the_output(hub: LocalHub, tmp_path: Path) -> None:
+    """A mirror URL with userinfo (HF_ENDPOINT): the hub's error quotes the URL it was asked,
+    and the worker's summary and logs quote it without the userinfo."""
+    secret = "hf_mwLeakCheck0123456789abcdef"
+    endpoint = hub.endpoint.replace("http://", f"http://mirror-user:{secret}@")
+    hub.fail_next(1, status=404, path_contains="model.safetensors")  # the error quotes the file's URL
+    run = runner.warm_cache(endpoint, tmp_path / "cache", "--model-path", TINY, "--no-compile")
+    assert (
+        run.returncode == 10 and run.summary["reason"] == "FileNotFound" and "404" in run.summary["message"]
+    ), run
+    assert "***@" in run.summary["message"]  # the URL is still named, without its credentials
+    for output in (run.stdout, run.stderr, run.termination_log.read_text() if run.termination_log else ""):
+        assert secret not in output and "mirror-user" not in output

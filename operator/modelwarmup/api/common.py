@@ -155,20 +155,20 @@ class ResourceRequirements(ApiModel):
 class LabelSelectorRequirement(ApiModel):
     """One expression of a label selector."""
 
-    key: str
+    key: str = Field(max_length=317)
     """The label key the selector applies to."""
-    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(json_schema_extra={"maxLength": 12})
     """How the key relates to the values."""
-    values: list[str] = Field(default_factory=list)
+    values: list[Annotated[str, Field(max_length=63)]] = Field(default_factory=list, max_length=64)
     """The values for In and NotIn; empty for Exists and DoesNotExist."""
 
 
 class LabelSelector(ApiModel):
     """A Kubernetes label selector; all given terms must match."""
 
-    match_labels: dict[str, str] = Field(default_factory=dict)
+    match_labels: dict[str, Annotated[str, Field(max_length=63)]] = Field(default_factory=dict, max_length=64)
     """Labels that must all be present with these values."""
-    match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list)
+    match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list, max_length=32)
     """Set-based requirements that must all hold."""
 
 

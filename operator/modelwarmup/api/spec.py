@@ -8,6 +8,7 @@ field named. The tests hold both to the same table of bad examples.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
@@ -32,8 +33,27 @@ from modelwarmup.contracts import wiring
 # A Hugging Face repo id: "name" or "owner/name"; letters, digits, "-", "_", ".";
 # no "--" or ".." (checked by CEL and pydantic, RE2 has no lookahead).
 REPO_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$"
-REVISION = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,254}$"
+# A branch, tag or commit, by git's ref rules (git check-ref-format) within a safe alphabet: "/"-separated
+# components that neither start nor end with "." and hold no "..", no empty component, no leading
+# "-"; the worker joins it to refs/, so none of it may climb out. No ".lock" ending: CEL, pydantic.
+_REF_COMPONENT = r"[A-Za-z0-9_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*"
+REVISION = rf"^[A-Za-z0-9]([A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*)?(/{_REF_COMPONENT})*$"
+REVISION_RULE = "!self.endsWith('.lock') && !self.contains('.lock/')"
+
+
+def revision_problem(value: str) -> str | None:
+    """Why ``value`` is no branch, tag or commit name (beyond :data:`REVISION`), or None."""
+    if value.endswith(".lock") or ".lock/" in value:
+        return f"{value!r}: a ref component must not end in '.lock'"
+    return None
+
+
 DEVICES = r"^(cpu|gpu(:[0-9]+(,[0-9]+)*)?)$"
+ENDPOINT_RULE = "!self.matches('^https?://[^/?#]*@')"
+ENDPOINT_CREDENTIALS = (
+    "must not carry credentials (user:token@host): they would show in logs and status; "
+    "put the token in tokenSecretRef"
+)
 
 
 def _check_repo_id(value: str) -> str:
@@ -62,10 +82,22 @@ class RepoRef(ApiModel):
         ),
     )
     """The Hugging Face repo id, e.g. "google/gemma-3-12b-it"."""
-    revision: str = Field(default="main", pattern=REVISION, max_length=255)
+    revision: str = Field(
+        default="main",
+        pattern=REVISION,
+        max_length=255,
+        json_schema_extra=validations(cel(REVISION_RULE, "a ref component must not end in '.lock'")),
+    )
     """A branch, tag or commit sha; resolved to a commit sha before downloading."""
 
     _repo_ok = field_validator("repo")(_check_repo_id)
+
+    @field_validator("revision")
+    @classmethod
+    def _revision_ok(cls, value: str) -> str:
+        if (problem := revision_problem(value)) is not None:
+            raise ValueError(problem)
+        return value
 
 
 class ModelSource(RepoRef):
@@ -83,8 +115,21 @@ class ModelSource(RepoRef):
     """LoRA adapter repositories downloaded with the model."""
     token_secret_ref: SecretKeyRef | None = None
     """The Secret key holding a Hugging Face token, for gated or private models. Never the token itself."""
-    endpoint: str | None = Field(default=None, pattern=r"^https?://[^\s/$.?#][^\s]*$", max_length=2048)
-    """A Hugging Face Hub mirror's URL (HF_ENDPOINT); the public hub when unset."""
+    endpoint: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s/$.?#][^\s]*$",
+        max_length=2048,
+        json_schema_extra=validations(cel(ENDPOINT_RULE, ENDPOINT_CREDENTIALS)),
+    )
+    """A Hugging Face Hub mirror's URL (HF_ENDPOINT); the public hub when unset. No credentials in
+    it: the token belongs in tokenSecretRef."""
+
+    @field_validator("endpoint")
+    @classmethod
+    def _no_credentials(cls, value: str | None) -> str | None:
+        if value is not None and re.match(r"^https?://[^/?#]*@", value):
+            raise ValueError(ENDPOINT_CREDENTIALS)
+        return value
 
 
 class CompileSettings(compile_contract.CompileFields, ApiModel):
@@ -253,6 +298,11 @@ class WorkerSpec(ApiModel):
         return env
 
 
+# An absolute path of "/"-separated components that do not start with "." (so no "." or ".."), not "/".
+MOUNT_PATH = r"^(/[A-Za-z0-9_-][A-Za-z0-9._-]*)+/?$"
+SYSTEM_DIRS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/sbin", "/sys", "/usr", "/var")
+
+
 class ServingSpec(ApiModel):
     """The serving Deployments to wire to the warmed cache once it is ready."""
 
@@ -261,6 +311,12 @@ class ServingSpec(ApiModel):
             cel(
                 "!(has(self.names) && self.names.size() > 0 && has(self.selector))",
                 "set names or selector, not both",
+            ),
+            cel(
+                "!has(self.selector) || (has(self.selector.matchLabels) && size(self.selector.matchLabels) > 0)"
+                " || (has(self.selector.matchExpressions) && size(self.selector.matchExpressions) > 0)",
+                "selector must name at least one label or expression (an empty one selects every Deployment)",
+                field_path=".selector",
             ),
         )
     )
@@ -273,8 +329,14 @@ class ServingSpec(ApiModel):
     """Deployments in the resource's namespace, by label."""
     containers: list[str] = Field(default_factory=list, max_length=32)
     """Which containers get the cache mount and env; all when empty."""
-    mount_path: str = Field(default=wiring.SERVING_CACHE_MOUNT, pattern=r"^/[^:]*$")
-    """Where the cache is mounted in the serving containers."""
+    mount_path: str = Field(
+        default=wiring.SERVING_CACHE_MOUNT,
+        pattern=MOUNT_PATH,
+        max_length=1024,
+        json_schema_extra=validations(cel(f"!(self in {list(SYSTEM_DIRS)})", "must not be a system folder")),
+    )
+    """Where the cache is mounted in the serving containers: an absolute path without "." or ".."
+    components, not "/" nor a system folder (/etc, /usr, ...), which the mount would hide."""
     verify_init_container: bool = True
     """Add an init container that runs `modelwarmup verify` before the server starts."""
 
@@ -282,7 +344,19 @@ class ServingSpec(ApiModel):
     def _names_or_selector(self) -> ServingSpec:
         if self.names and self.selector is not None:
             raise ValueError("set names or selector, not both")
+        if self.selector is not None and not (self.selector.match_labels or self.selector.match_expressions):
+            # Kubernetes reads an empty selector as "everything": every Deployment of the namespace.
+            raise ValueError(
+                "selector must name at least one label or expression (an empty one selects every Deployment)"
+            )
         return self
+
+    @field_validator("mount_path")
+    @classmethod
+    def _not_a_system_folder(cls, value: str) -> str:
+        if value in SYSTEM_DIRS:
+            raise ValueError(f"{value!r} must not be a system folder: the mount would hide it")
+        return value
 
 
 class ModelWarmupSpec(ApiModel):

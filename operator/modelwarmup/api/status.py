@@ -39,6 +39,7 @@ class Reason(StrEnum):
     WAITING_FOR_CACHE = "WaitingForCache"
     DEPLOYMENT_NOT_FOUND = "DeploymentNotFound"
     DEPLOYMENT_CONFLICT = "DeploymentConflict"
+    CONTAINER_NOT_FOUND = "ContainerNotFound"
     INVALID_SPEC = "InvalidSpec"
     REJECTED = "RejectedByApiServer"
 

@@ -401,10 +401,21 @@ def _serving(
     own = mw.metadata.name
     patched: list[str] = []
     conflicts: list[str] = []
+    no_container: list[str] = []
     for name, deployment in sorted(observed.deployments.items()):
         owner = serving.wired_by(deployment)
         if owner not in (None, own):
             conflicts.append(f"{name} (wired by {owner})")
+            continue
+        present = {
+            c.get("name")
+            for c in deployment.get("spec", {}).get("template", {}).get("spec", {}).get("containers") or []
+        }
+        if absent := [c for c in mw.spec.serving.containers if c not in present]:
+            # Wiring the others would roll the pods and still serve cold where the user asked.
+            no_container.append(
+                f"{name} has no container {', '.join(absent)} (it has {', '.join(sorted(map(str, present)))})"
+            )
             continue
         current = serving.current_key(deployment)
         if model_key is None:
@@ -425,6 +436,8 @@ def _serving(
     if conflicts:
         wired = ", ".join(conflicts)
         return patched, State("False", Reason.DEPLOYMENT_CONFLICT, f"wired by another ModelWarmup: {wired}")
+    if no_container:
+        return patched, State("False", Reason.CONTAINER_NOT_FOUND, "; ".join(no_container)[:1024])
     if model_key is None:
         return patched, State(
             "False", Reason.WAITING_FOR_CACHE, "Deployments switch once every target is warm"

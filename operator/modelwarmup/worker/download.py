@@ -14,6 +14,7 @@ from __future__ import annotations
 import concurrent.futures
 import fnmatch
 import hashlib
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +118,8 @@ def _listing(
         raise errors.RevisionNotFound(
             f"{repo}: the hub answered commit {info.sha} for pinned commit {pinned}"
         )
+    for sibling in info.siblings or []:
+        _check_listed_name(repo, sibling.rfilename)
     files = [
         RemoteFile(
             path=s.rfilename,
@@ -127,6 +130,16 @@ def _listing(
         for s in info.siblings or []
     ]
     return str(info.sha), files
+
+
+def _check_listed_name(repo: str, name: str) -> None:
+    """A file name from the hub's listing is joined to the snapshot folder: a hostile mirror
+    listing ``../../x`` or ``/etc/x`` must not make us write outside the cache."""
+    parts = name.split("/")
+    if not name or name.startswith("/") or "\\" in name or any(p in ("", ".", "..") for p in parts):
+        raise errors.UnsafeHubListing(
+            f"{repo}: the hub lists a file named {name!r}, which is not a plain relative path"
+        )
 
 
 def _matches(path: str, patterns: tuple[str, ...]) -> bool:
@@ -293,6 +306,10 @@ def _record_ref(repo_dir: Path, revision: str, commit: str) -> None:
     if revision == commit:
         return
     ref = repo_dir / "refs" / revision
+    if not os.path.normpath(ref).startswith(os.path.normpath(repo_dir / "refs") + os.sep):
+        raise errors.InvalidOptionError(
+            f"revision {revision!r} would be written outside the cache"
+        )  # defence in depth
     if not ref.exists() or ref.read_text().strip() != commit:
         layout.write_text_atomic(ref, commit)
 

@@ -34,6 +34,12 @@ def translate(error: BaseException, *, repo: str, revision: str) -> errors.Model
         status = _status(error)
         if status == 401:
             return errors.BadToken(f"the hub refused the token for {repo} (401 Unauthorized)")
+        if status == 403:
+            return errors.Forbidden(f"the hub denied access to {where} (403 Forbidden): {_first_line(error)}")
+        if status == 404:  # the listing named it, the file server has it not
+            return errors.FileNotOnHub(
+                f"a file of {where} is listed but not served (404): {_first_line(error)}"
+            )
         if status is not None and 400 <= status < 500 and status not in (408, 429):
             return errors.PermanentError(f"the hub answered {status} for {where}: {_first_line(error)}")
         return errors.HubUnavailable(f"the hub answered {status} for {where}; will retry")
@@ -52,4 +58,5 @@ def _status(error: BaseException) -> int | None:
 
 
 def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+    """The error's first line, without credentials of a URL it quotes (a mirror's userinfo)."""
+    return errors.redact_credentials((str(error).strip().splitlines() or [type(error).__name__])[0])[:300]

@@ -16,14 +16,24 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from modelwarmup import errors
 from modelwarmup.contracts.summary import WorkerSummary
 
 log = logging.getLogger("modelwarmup.worker")
 
 
+class _Redacting(logging.Formatter):
+    """Every line without URL credentials, whichever library logged it."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return errors.redact_credentials(super().format(record))
+
+
 def configure_logging() -> None:
     """Plain lines on stderr; the phase lines are JSON already."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(_Redacting("%(message)s"))
     for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -44,6 +54,7 @@ def timed(phase: str, **fields: Any) -> Iterator[dict[str, Any]]:
 
 def write_summary(summary: WorkerSummary, termination_log: Path | None) -> None:
     """Print the summary as JSON on stdout and, within Kubernetes' limit, to the termination log."""
+    summary = summary.model_copy(update={"message": errors.redact_credentials(summary.message)})
     print(summary.to_json(), flush=True)
     if termination_log is None:
         return

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 
 from modelwarmup import errors
-from modelwarmup.api.spec import DEVICES, REPO_ID, REVISION
+from modelwarmup.api.spec import DEVICES, REPO_ID, REVISION, revision_problem
 from modelwarmup.compilation.settings import CompileSettings
 from modelwarmup.contracts import compile as compile_contract
 from modelwarmup.worker import options
@@ -117,8 +117,11 @@ def _check_repo(flag: str, repo: Any) -> str:
 def _check_revision(flag: str, revision: Any) -> str | None:
     if revision is None:
         return None
-    if not isinstance(revision, str) or not re.fullmatch(REVISION, revision):
-        raise errors.InvalidOptionError(f"--{flag} {revision!r} is not a branch, tag or commit")
+    if not isinstance(revision, str) or not re.fullmatch(REVISION, revision) or revision_problem(revision):
+        raise errors.InvalidOptionError(
+            f"--{flag} {revision!r} is not a branch, tag or commit (git's ref rules: no '..', "
+            "no component starting or ending with '.', no '.lock' ending)"
+        )
     return revision
 
 
