@@ -42,6 +42,7 @@ def entry_manifest(repo: str, model_key: str, platform_key: str) -> EntryManifes
             "aoti": None,
             "chat_template": None,
         },
+        "checksums": {},
         "bytes": 100,
         "weights_bytes": 0,
         "artifacts_bytes": 100,

@@ -368,3 +368,23 @@ def test_a_failed_resolution_fails_every_target_with_the_workers_reason() -> Non
         "RevisionNotFound",
     ) and "no revision main" in target.message
     assert conditions(plan)["Ready"] == ("False", "JobFailed")
+
+
+def test_a_deployment_without_a_named_container_is_not_patched_and_says_so() -> None:
+    """Wiring the other containers would roll the pods and still serve cold where it was asked."""
+    mw = resource()
+    serving_spec = mw.spec.serving.model_copy(update={"containers": ["nosuch"]})  # type: ignore[union-attr]
+    mw = mw.model_copy(update={"spec": mw.spec.model_copy(update={"serving": serving_spec})})
+    key = key_of(mw)
+    plan = decide.decide(
+        Observed(
+            mw=mw, jobs_by_key={key: [succeeded("j", mw.metadata.name)]}, deployments={"chat": deployment()}
+        ),
+        SETTINGS,
+        now=NOW,
+    )
+    assert plan.patches == {} and plan.status.patched_deployments == []
+    assert conditions(plan)["ServingPatched"] == ("False", "ContainerNotFound")
+    assert conditions(plan)["Ready"] == ("False", "ContainerNotFound")
+    serving_condition = next(c for c in plan.status.conditions if c.type == "ServingPatched")
+    assert "chat has no container nosuch (it has server)" in serving_condition.message

@@ -106,3 +106,60 @@ def test_autoload_never_uses_another_platforms_entry(warmed: Warmed, tmp_path: P
     assert "modelwarmup: WARNING: no entry for this platform" in stderr
     assert "0123456789abcdef differs in num_threads: built '64'" in stderr
     assert result["activated"] == ""
+
+
+def _flip(path: Path, at: int = 64, count: int = 16) -> None:
+    """Flip ``count`` bytes in place: the size stays, the content does not."""
+    data = bytearray(path.read_bytes())
+    at = min(at, max(0, len(data) - count))
+    for i in range(at, at + count):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_corrupted_kernel_is_found_by_verify_and_the_server_starts_cold_instead_of_crashing(
+    warmed: Warmed, tmp_path: Path
+) -> None:
+    cache = warmed.copy(tmp_path / "cache")
+    entry = cache / "compiled" / warmed.summary["entry_key"]
+    kernels = sorted((entry / "inductor").rglob("*.so"))
+    assert kernels, sorted(p.name for p in (entry / "inductor").rglob("*"))
+    _flip(kernels[0])
+    relative = kernels[0].relative_to(entry).as_posix()
+
+    verdict = runner.verify(cache, "--model-key", warmed.summary["model_key"], "--devices", "cpu")
+    assert verdict.returncode == 23, verdict
+    assert '"verify": "Corrupt"' in verdict.stderr and relative in verdict.stderr
+
+    result, stderr = _serve(warmed, tmp_path, cache=cache, key=warmed.summary["model_key"], mode="compile")
+    assert "modelwarmup: WARNING: CorruptEntry" in stderr and relative in stderr
+    assert "content differs from its recorded sha256" in stderr and "starting cold" in stderr
+    assert result["activated"] == ""
+    eager, _ = _serve(warmed, tmp_path, cache=warmed.cache, key=warmed.summary["model_key"], mode="eager")
+    assert result["next_token"] == eager["next_token"]  # compiled cold, and right
+
+
+def test_missing_resized_or_changed_weights_are_named_by_verify(warmed: Warmed, tmp_path: Path) -> None:
+    key = warmed.summary["model_key"]
+    for case in ("deleted", "truncated", "flipped"):
+        cache = warmed.copy(tmp_path / case)
+        snapshot = next((cache / "hf" / "hub").glob("models--tiny--llama/snapshots/*"))
+        blob = (snapshot / "model.safetensors").resolve()
+        if case == "deleted":
+            blob.unlink()
+        elif case == "truncated":
+            blob.write_bytes(blob.read_bytes()[:-4096])
+        else:
+            _flip(blob, at=blob.stat().st_size // 2, count=4096)
+        run = runner.verify(cache, "--model-key", key, "--devices", "cpu")
+        full = runner.verify(cache, "--model-key", key, "--devices", "cpu", "--full")
+        said = {
+            "deleted": "missing",
+            "truncated": "bytes, recorded",
+            "flipped": "differs from the hub's digest",
+        }[case]
+        if case == "flipped":  # same size: only the digests tell, and those cost a read of every weight
+            assert run.returncode == 0, run
+        else:
+            assert run.returncode == 23 and said in run.stderr and "model.safetensors" in run.stderr, run
+        assert full.returncode == 23 and said in full.stderr and "model.safetensors" in full.stderr, full

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from typing import Any, Final, TypedDict, cast
 
-MANIFEST_VERSION: Final = 2  # 2: "cache_key" became "entry_key"
+from modelwarmup.contracts.checksums import Checksums
+
+MANIFEST_VERSION: Final = 3  # 2: "cache_key" became "entry_key"; 3: checksums and sizes of every file
 DOWNLOAD_ONLY_PLATFORM: Final = "portable"  # the platform key of an entry with weights only
 
 
@@ -26,6 +28,7 @@ class RepoRecord(TypedDict):
     commit: str  # what it resolved to
     weight_commit: str
     files: dict[str, str]  # path -> sha256 (weights) or git blob id
+    sizes: dict[str, int]  # path -> bytes
 
 
 class Artifacts(TypedDict):
@@ -59,6 +62,7 @@ class EntryManifest(TypedDict):
     compile: dict[str, Any] | None  # the compile settings, None when download-only
     compile_report: dict[str, Any] | None
     artifacts: Artifacts
+    checksums: Checksums  # every file of the entry (relative to it): [size, sha256]
     bytes: int
     weights_bytes: int
     artifacts_bytes: int
@@ -79,5 +83,7 @@ def parse(data: Any) -> EntryManifest | None:
     if not all(isinstance(data[name], str) and data[name] for name in _TEXT_FIELDS):
         return None
     if not isinstance(data["platform"], dict) or not isinstance(data["repos"], list):
+        return None
+    if not isinstance(data["checksums"], dict):
         return None
     return cast(EntryManifest, data)

@@ -23,6 +23,12 @@ from typing import Any
 
 from modelwarmup.cache import layout
 from modelwarmup.compilation import recipe
+from modelwarmup.contracts import checksums
+
+
+class CorruptEntry(RuntimeError):
+    """The entry's files differ from its manifest's record: it must not be loaded (a corrupted
+    kernel crashes the process inside its first compiled call)."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,7 @@ def activate(entry_dir: Path, *, private_dir: Path | None = None) -> ActivationR
         copied = sum(1 for path in target.rglob("*") if path.is_file())
     # Stale locks from the Job would only make serving wait.
     shutil.rmtree(target / "locks", ignore_errors=True)
+    _check(entry_dir, target)
     inductor_dir = recipe.configure_inductor(target)
     copy_seconds = time.perf_counter() - started
 
@@ -78,6 +85,23 @@ def activate(entry_dir: Path, *, private_dir: Path | None = None) -> ActivationR
         megacache_artifacts=artifacts,
         aoti_package=aoti if aoti.is_file() else None,
     )
+
+
+def _check(entry_dir: Path, inductor_copy: Path) -> None:
+    """The private copy and the entry's other artifacts, against the manifest: after the copy, so
+    what is checked is what will be loaded. Raises :class:`CorruptEntry` naming the files."""
+    found = layout.read_manifest(entry_dir)
+    if found is None:
+        raise CorruptEntry(f"{entry_dir}: no manifest (removed or unreadable)")
+    prefix = layout.INDUCTOR_DIRNAME + "/"
+    recorded = found["checksums"]
+    copied = {rel[len(prefix) :]: value for rel, value in recorded.items() if rel.startswith(prefix)}
+    others = {rel: value for rel, value in recorded.items() if not rel.startswith(prefix)}
+    issues = [prefix + p for p in checksums.problems(inductor_copy, copied)]
+    issues += checksums.problems(entry_dir, others, extras=False)
+    if issues:
+        shutil.rmtree(inductor_copy, ignore_errors=True)
+        raise CorruptEntry(f"{entry_dir.parent.name}/{entry_dir.name}: {'; '.join(issues[:5])}")
 
 
 def load_aoti(entry_dir: Path) -> Callable[..., Any] | None:

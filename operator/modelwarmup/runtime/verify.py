@@ -5,7 +5,8 @@ model and compute capability) but not the serving container's software, which ma
 the init image's. So it matches entries on the hardware part of the fingerprint only; the loader
 inside the serving process checks the rest. Exit codes: 0 a matching complete entry exists;
 20 no entry; 21 only incomplete entries (a warm-up is running or was killed); 22 entries exist
-for other platforms only. With ``--warn-only`` it prints the same reason and exits 0, so a
+for other platforms only; 23 the matching entry's files differ from its manifest (a compiled
+file's size or sha256, a weight file missing or resized; with ``--full`` the weights' digests too). With ``--warn-only`` it prints the same reason and exits 0, so a
 mismatch means a cold start with a clear warning instead of a pod that never starts.
 """
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelwarmup import errors
-from modelwarmup.cache import keys, layout
+from modelwarmup.cache import integrity, keys, layout
 from modelwarmup.cache.layout import CacheLayout
 from modelwarmup.contracts import manifest
 
@@ -78,7 +79,14 @@ def hardware_differences(built_for: dict[str, str], here: dict[str, str]) -> dic
     }
 
 
-def verify(cache: CacheLayout, *, model_key: str | None, repo: str | None, node: dict[str, str]) -> Verdict:
+def verify(
+    cache: CacheLayout,
+    *,
+    model_key: str | None,
+    repo: str | None,
+    node: dict[str, str],
+    full: bool = False,
+) -> Verdict:
     """Judge the cache for a node whose fingerprint is ``node``."""
     complete, incomplete = _candidates(cache, model_key, repo)
     what = model_key or repo or "any model"
@@ -95,18 +103,16 @@ def verify(cache: CacheLayout, *, model_key: str | None, repo: str | None, node:
         found = layout.read_manifest(entry)
         if found is None:  # removed since it was listed (a prune)
             continue
-        if found["platform_key"] == manifest.DOWNLOAD_ONLY_PLATFORM:
-            return Verdict(
-                errors.EXIT_OK,
-                "Match",
-                f"{entry.parent.name}/{entry.name}: weights only, any platform",
-                entry,
-            )
-        differences = hardware_differences(found["platform"], node)
+        portable = found["platform_key"] == manifest.DOWNLOAD_ONLY_PLATFORM
+        differences = {} if portable else hardware_differences(found["platform"], node)
         if not differences:
-            return Verdict(
-                errors.EXIT_OK, "Match", f"{entry.parent.name}/{entry.name} matches this node", entry
-            )
+            name = f"{entry.parent.name}/{entry.name}"
+            if problems := integrity.entry_problems(cache, entry, found, full=full):
+                return Verdict(
+                    errors.EXIT_VERIFY_CORRUPT, "Corrupt", f"{name}: {'; '.join(problems[:5])}"[:2000], entry
+                )
+            what_matches = "weights only, any platform" if portable else "matches this node"
+            return Verdict(errors.EXIT_OK, "Match", f"{name}: {what_matches}", entry)
         shown = ", ".join(f"{k}: built {a!r}, here {b!r}" for k, (a, b) in differences.items())
         mismatches.append(f"{entry.name} ({shown})")
     return Verdict(
@@ -123,6 +129,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("--model-key", help="the model key whose entries to check (the operator passes it)")
     parser.add_argument("--devices", default=None, help="cpu, gpu or gpu:N; default: the first GPU if any")
     parser.add_argument("--warn-only", action="store_true", help="report a problem but exit 0 (serve cold)")
+    parser.add_argument(
+        "--full", action="store_true", help="also hash the weights (sizes are always checked): seconds per GB"
+    )
     parser.add_argument(
         "--install-runtime", type=Path, default=None, help="also copy the runtime loader (sitecustomize) here"
     )
@@ -149,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
         model_key=model_key,
         repo=args.model_path,
         node=platform.platform_fingerprint(device),
+        full=args.full,
     )
     line = json.dumps(
         {"verify": verdict.reason, "message": verdict.message, "entry": str(verdict.entry or "")}

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import fnmatch
-import hashlib
 import os
 import time
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import Any
 from modelwarmup import errors
 from modelwarmup.cache import layout
 from modelwarmup.cache.layout import CacheLayout
+from modelwarmup.contracts import checksums
 from modelwarmup.worker import hub_errors, resumable
 from modelwarmup.worker.request import RepoRequest
 
@@ -80,6 +80,7 @@ class ResolvedRepo:
             "commit": self.commit,
             "weight_commit": self.weight_commit,
             "files": {f.path: f.digest for f in (*self.files, *self.weights)},
+            "sizes": {f.path: f.size for f in (*self.files, *self.weights) if f.size is not None},
         }
 
 
@@ -190,14 +191,7 @@ def resolve(request: RepoRequest, hub: HubClient) -> ResolvedRepo:
     )
 
 
-def git_blob_id(path: Path) -> str:
-    """The git object id of a file's content, as the hub reports for non-LFS files."""
-    sha = hashlib.sha1(usedforsecurity=False)
-    sha.update(f"blob {path.stat().st_size}\0".encode())
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            sha.update(chunk)
-    return sha.hexdigest()
+git_blob_id = checksums.git_blob_id
 
 
 def _verify_small_file(path: Path, remote: RemoteFile, where: str) -> None:

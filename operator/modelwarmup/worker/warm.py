@@ -21,6 +21,8 @@ from modelwarmup.cache.layout import CacheLayout
 from modelwarmup.compilation import devices
 from modelwarmup.compilation.settings import CompileSettings
 from modelwarmup.contracts import digest, manifest
+from modelwarmup.contracts.checksums import Checksums
+from modelwarmup.contracts.checksums import record as record_checksums
 from modelwarmup.contracts.manifest import EntryManifest
 from modelwarmup.contracts.summary import WorkerSummary
 from modelwarmup.worker import download, model_checks, report
@@ -184,6 +186,7 @@ def warm_cache(request: WarmCacheRequest, environ: Mapping[str, str]) -> WorkerS
                 weights_bytes=sum(s.bytes for s in stats),
                 artifacts_bytes=layout.tree_size(staging),
                 download_seconds=download_seconds,
+                checksums=record_checksums(staging),
             )
             layout.publish(staging, entry, built)
         _write_ref(ref, entry_key)
@@ -285,6 +288,7 @@ def _manifest(
     weights_bytes: int,
     artifacts_bytes: int,
     download_seconds: float,
+    checksums: Checksums,
 ) -> EntryManifest:
     main = repos[0]
     return {
@@ -306,6 +310,7 @@ def _manifest(
                 "commit": r.commit,
                 "weight_commit": r.weight_commit,
                 "files": {f.path: f.digest for f in (*r.files, *r.weights)},
+                "sizes": {f.path: f.size for f in (*r.files, *r.weights) if f.size is not None},
             }
             for r in repos
         ],
@@ -319,6 +324,7 @@ def _manifest(
             "aoti": str(layout.AOTI_RELPATH) if settings is not None and settings.aot_inductor else None,
             "chat_template": layout.CHAT_TEMPLATE_FILENAME if request.chat_template else None,
         },
+        "checksums": checksums,
         "bytes": weights_bytes + artifacts_bytes,
         "weights_bytes": weights_bytes,
         "artifacts_bytes": artifacts_bytes,
