@@ -154,6 +154,13 @@ class ChecksumMismatch(TransientError):
 # --- Cache ---------------------------------------------------------------------------------
 
 
+class InsufficientStorage(PermanentError, OSError):
+    """The cache volume has not the room the warm-up needs (known before the first byte from the
+    hub's sizes, or found out when a write failed with ENOSPC)."""
+
+    reason = "InsufficientStorage"
+
+
 class CacheLockTimeout(TransientError, TimeoutError):
     """Another worker held the entry's lock for longer than we were willing to wait."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import subprocess
 import sys
 import time
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from modelwarmup import errors
-from modelwarmup.cache import layout, prune
+from modelwarmup.cache import housekeeping, layout, prune
 from modelwarmup.cache.layout import CacheLayout
 from modelwarmup.contracts import manifest
 from modelwarmup.contracts.manifest import EntryManifest
@@ -157,4 +158,38 @@ def test_prune_removes_only_superseded_entries_of_the_repo(tmp_path: Path) -> No
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "compiled").iterdir()) == ["new", "other-model"]
     assert [p.name for p in (tmp_path / "refs").iterdir()] == ["b.json"]
-    assert prune.prune(cache, "org/m", {"new"}) == []
+    assert prune.prune(cache, "org/m", {"new"}) == ([], [])
+
+
+def test_prune_leaves_an_entry_a_worker_is_building(tmp_path: Path) -> None:
+    """The builder holds the entry's lock: deleting its model key now would break its publish."""
+    cache = CacheLayout(tmp_path)
+    build(cache, "old", "p1")
+    build(cache, "new", "p1")
+    with layout.entry_lock(cache, "old", "p1", timeout_s=1):
+        assert prune.prune(cache, "org/m", {"new"}) == ([], ["old"])
+    assert prune.prune(cache, "org/m", {"new"}) == (["old"], [])
+
+
+def test_housekeeping_collects_old_leftovers_of_killed_workers_and_nothing_in_use(tmp_path: Path) -> None:
+    cache = CacheLayout(tmp_path)
+    blobs = cache.hub_cache / "models--org--m" / "blobs"
+    blobs.mkdir(parents=True)
+    old_partial, new_partial, locked_partial = (blobs / f"{c * 64}.incomplete" for c in "abc")
+    staging = tmp_path / "compiled" / "m1" / ".p1.0123.tmp"
+    staging.mkdir(parents=True)
+    temporary = tmp_path / "refs" / ".main.4242.deadbeef.tmp"
+    temporary.parent.mkdir()
+    for path in (old_partial, new_partial, locked_partial, temporary):
+        path.write_bytes(b"x")
+    day_ago = time.time() - 2 * 86400
+    for path in (old_partial, locked_partial, staging, temporary):
+        os.utime(path, (day_ago, day_ago))
+    blob_lock = cache.hub_cache / ".locks" / "models--org--m" / f"{'c' * 64}.lock"
+    with housekeeping.lock_if_free(blob_lock) as held:  # a worker downloading that blob right now
+        assert held
+        collected = housekeeping.collect(cache)
+    assert sorted(collected) == sorted(
+        p.relative_to(tmp_path).as_posix() for p in (old_partial, staging, temporary)
+    )
+    assert new_partial.exists() and locked_partial.exists() and not staging.exists()

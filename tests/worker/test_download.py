@@ -398,3 +398,85 @@ def test_credentials_in_the_hub_url_never_reach_the_output(hub: LocalHub, tmp_pa
     assert "***@" in run.summary["message"]  # the URL is still named, without its credentials
     for output in (run.stdout, run.stderr, run.termination_log.read_text() if run.termination_log else ""):
         assert secret not in output and "mirror-user" not in output
+
+
+def test_a_reused_entry_is_checked_and_a_corrupted_blob_fetched_again(hub: LocalHub, tmp_path: Path) -> None:
+    """4 KB flipped in the weights blob (same size): the next warm-up does not call it a cache
+    hit, fetches that blob again (and only it) and publishes an entry whose files hash right."""
+    cache = tmp_path / "cache"
+    first = runner.warm_cache(hub.endpoint, cache, "--model-path", TINY, "--no-compile")
+    assert first.returncode == 0, first
+    blob = (_snapshot(cache, TINY, first.summary["commit"]) / "model.safetensors").resolve()
+    size = blob.stat().st_size
+    data = bytearray(blob.read_bytes())
+    data[size // 2 : size // 2 + 4096] = bytes(b ^ 0xFF for b in data[size // 2 : size // 2 + 4096])
+    blob.write_bytes(bytes(data))
+
+    again = runner.warm_cache(hub.endpoint, cache, "--model-path", TINY, "--no-compile")
+    assert again.returncode == 0 and again.summary["cache_hit"] is False, again
+    [corrupt] = [p for p in again.phase_lines() if p["phase"] == "corrupt-entry"]
+    assert any("model.safetensors: content differs" in problem for problem in corrupt["problems"])
+    [download] = [p for p in again.phase_lines() if p["phase"] == "download"]
+    assert download["fetched"] == size  # that blob, again; nothing else
+    assert sha256(blob) == blob.name
+    verified = runner.verify(cache, "--model-key", again.summary["model_key"], "--full")
+    assert verified.returncode == 0, verified
+
+
+def _on_a_small_volume(cache: Path, options: str, *argv: str) -> list[str]:
+    """``argv`` run with ``cache`` a fresh tmpfs of ``options`` (in a user and mount namespace, so
+    no root is needed); after it, the files left on the volume are listed to ``cache``.left."""
+    script = 'mount -t tmpfs -o "$1" tmpfs "$0" || exit 97; shift; "$@"; rc=$?; find "$0" -type f > "$0.left"; exit $rc'
+    return ["unshare", "-rm", "sh", "-c", script, str(cache), options, *argv]
+
+
+def _small_volumes_work() -> bool:
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs tmpfs /mnt"], capture_output=True)
+    return probe.returncode == 0
+
+
+small_volume = pytest.mark.skipif(not _small_volumes_work(), reason="no mount namespace for a tmpfs here")
+
+
+@small_volume
+def test_a_volume_too_small_fails_before_the_first_byte_with_both_numbers(
+    hub: LocalHub, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    log = tmp_path / "log"
+    run = runner.run(
+        _on_a_small_volume(
+            cache,
+            "size=4m",
+            *runner.warm_cache_argv(cache, "--model-path", BIG, "--no-compile", termination_log=log),
+        ),
+        runner.clean_env({"HF_ENDPOINT": hub.endpoint}),
+        termination_log=log,
+    )
+    assert run.returncode == 10 and run.termination_message["reason"] == "InsufficientStorage", run
+    message = run.termination_message["message"]
+    assert "bytes free" in message and "needs" in message, message
+    assert not [r for r in hub.requests if "/resolve/" in r.path or r.host == "cdn"]  # not one byte fetched
+    assert not [line for line in (tmp_path / "cache.left").read_text().splitlines() if "blobs" in line]
+
+
+@small_volume
+def test_a_volume_running_full_mid_download_leaves_no_partial(hub: LocalHub, tmp_path: Path) -> None:
+    """Bytes enough, inodes not (a tmpfs with 20): the write fails with ENOSPC half-way."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    log = tmp_path / "log"
+    run = runner.run(
+        _on_a_small_volume(
+            cache,
+            "size=64m,nr_inodes=20",
+            *runner.warm_cache_argv(cache, "--model-path", BIG, "--no-compile", termination_log=log),
+        ),
+        runner.clean_env({"HF_ENDPOINT": hub.endpoint}),
+        termination_log=log,
+    )
+    assert run.returncode == 10 and run.termination_message["reason"] == "InsufficientStorage", run
+    assert "ran full" in run.termination_message["message"]
+    left = (tmp_path / "cache.left").read_text().splitlines()
+    assert not [line for line in left if line.endswith(".incomplete")], left

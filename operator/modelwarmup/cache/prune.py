@@ -3,19 +3,25 @@
 Only compiled entries go (``compiled/<model-key>/``), and only those of the named repository
 whose model key is not in the keep list; the Hugging Face cache is shared between entries and
 left alone. An entry is first renamed to a hidden name, so a reader never sees half of it, then
-deleted. Refs pointing at a deleted entry are removed too.
+deleted. Refs pointing at a deleted entry are removed too. A model key whose entry a worker is
+building right now (its builder lock held) is left for the next prune.
+
+Every prune also collects what killed workers left behind (:mod:`.housekeeping`): partial
+downloads, staging folders and temporary files older than ``--stale-after``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import uuid
 from pathlib import Path
 
-from modelwarmup.cache import layout
+from modelwarmup import errors
+from modelwarmup.cache import housekeeping, layout
 from modelwarmup.cache.layout import CacheLayout
 
 
@@ -33,12 +39,23 @@ def superseded(cache: CacheLayout, repo: str, keep: set[str]) -> list[Path]:
     return found
 
 
-def prune(cache: CacheLayout, repo: str, keep: set[str]) -> list[str]:
-    """Delete superseded entries of ``repo``; returns the model keys removed."""
-    removed = []
+def _platforms(model_dir: Path) -> set[str]:
+    """The platform keys with an entry or a staging folder under a model key."""
+    return {p.name.lstrip(".").split(".")[0] for p in model_dir.iterdir() if p.is_dir()}
+
+
+def prune(cache: CacheLayout, repo: str, keep: set[str]) -> tuple[list[str], list[str]]:
+    """Delete superseded entries of ``repo``; returns the model keys removed and those left
+    because a worker holds one of their builder locks."""
+    removed, busy = [], []
     for model_dir in superseded(cache, repo, keep):
-        hidden = model_dir.with_name(f".{model_dir.name}.{uuid.uuid4().hex[:8]}.stale")
-        os.replace(model_dir, hidden)
+        with contextlib.ExitStack() as stack:
+            locks = [cache.lock_file(model_dir.name, p) for p in sorted(_platforms(model_dir))]
+            if not all(stack.enter_context(housekeeping.lock_if_free(lock)) for lock in locks):
+                busy.append(model_dir.name)
+                continue
+            hidden = model_dir.with_name(f".{model_dir.name}.{uuid.uuid4().hex[:8]}.stale")
+            os.replace(model_dir, hidden)
         shutil.rmtree(hidden, ignore_errors=True)
         removed.append(model_dir.name)
     refs = cache.root / "refs"
@@ -46,7 +63,7 @@ def prune(cache: CacheLayout, repo: str, keep: set[str]) -> list[str]:
         for ref in refs.glob("*.json"):
             if ref.read_text().split("/")[0] in removed:
                 ref.unlink(missing_ok=True)
-    return removed
+    return removed, busy
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -56,10 +73,24 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("--cache-dir", type=Path, required=True)
     parser.add_argument("--model-path", required=True, help="the repo id whose old entries go")
     parser.add_argument("--keep", action="append", default=[], help="a model key still in use (repeatable)")
+    parser.add_argument(
+        "--stale-after",
+        type=float,
+        default=housekeeping.DEFAULT_STALE_AFTER_S,
+        help="seconds after which a killed worker's partial download, staging folder or temporary file goes",
+    )
     parser.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    removed = prune(CacheLayout(args.cache_dir), args.model_path, set(args.keep))
-    print(json.dumps({"ok": True, "removed": removed, "kept": sorted(args.keep)}))
+    if args.stale_after < 0:
+        raise errors.InvalidOptionError(f"--stale-after {args.stale_after}: must be 0 or more seconds")
+    cache = CacheLayout(args.cache_dir)
+    removed, busy = prune(cache, args.model_path, set(args.keep))
+    collected = housekeeping.collect(cache, older_than_s=args.stale_after)
+    print(
+        json.dumps(
+            {"ok": True, "removed": removed, "busy": busy, "kept": sorted(args.keep), "collected": collected}
+        )
+    )
     return 0

@@ -204,6 +204,36 @@ def _verify_small_file(path: Path, remote: RemoteFile, where: str) -> None:
         )
 
 
+def bytes_to_fetch(resolved: ResolvedRepo, hub: HubClient) -> int:
+    """What downloading ``resolved`` still adds to the volume, from the hub's listed sizes: a blob
+    already there counts nothing, a partial one what it lacks."""
+    blobs = hub.layout.hub_cache / _repo_folder(resolved.request.repo) / "blobs"
+    needed = 0
+    for remote, commit in [(f, resolved.weight_commit) for f in resolved.weights] + [
+        (f, resolved.commit) for f in resolved.files
+    ]:
+        size = remote.size or 0
+        if remote.sha256:
+            blob, partial = blobs / remote.sha256, blobs / f"{remote.sha256}.incomplete"
+            if blob.is_file() and blob.stat().st_size == size and not resolved.request.force_download:
+                continue
+            needed += size - (partial.stat().st_size if partial.is_file() else 0)
+        elif (
+            resolved.request.force_download
+            or not (snapshot_dir(hub, resolved.request.repo, commit) / remote.path).exists()
+        ):
+            needed += size
+    return max(needed, 0)
+
+
+def remove_partials(resolved: ResolvedRepo, hub: HubClient) -> None:
+    """Delete this repository's partial downloads (after the volume ran full: they would keep it
+    full for every other warm-up)."""
+    blobs = hub.layout.hub_cache / _repo_folder(resolved.request.repo) / "blobs"
+    for partial in blobs.glob("*.incomplete") if blobs.is_dir() else ():
+        partial.unlink(missing_ok=True)
+
+
 def download(resolved: ResolvedRepo, hub: HubClient, *, progress: bool) -> DownloadStats:
     """Download the resolved files into the HF cache, several at a time; every file verified.
 

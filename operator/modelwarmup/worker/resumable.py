@@ -18,6 +18,7 @@ import concurrent.futures
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from hashlib import _Hash
 
 CHUNK = 1 << 20
+log = logging.getLogger("modelwarmup.worker")
 
 
 @dataclass(frozen=True)
@@ -90,9 +92,12 @@ def fetch_blob(
     """Make ``blob`` exist with the given sha256; raises ChecksumMismatch or a hub error."""
     with _blob_lock(blob):
         if blob.exists() and not force:
-            if size is None or blob.stat().st_size == size:
+            # Reused only if it still hashes to its name: a flipped bit on the volume, or a hand
+            # edit, would otherwise be published (and served) as the model.
+            if (size is None or blob.stat().st_size == size) and _sha256_of(blob).hexdigest() == sha256:
                 return FetchResult(fetched=0, resumed_from=0)
-            blob.unlink()  # wrong size: not what the hub has under this name
+            log.warning("%s: the cached blob differs from the hub's sha256 or size; fetching it again", label)
+            blob.unlink()
         if force:
             blob.unlink(missing_ok=True)
         partial = blob.with_name(blob.name + ".incomplete")

@@ -9,14 +9,16 @@ its entry through a small ref file and returns without calling the hub.
 from __future__ import annotations
 
 import datetime
+import errno
 import os
+import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from modelwarmup import __version__, errors
-from modelwarmup.cache import keys, layout
+from modelwarmup.cache import integrity, keys, layout
 from modelwarmup.cache.layout import CacheLayout
 from modelwarmup.compilation import devices
 from modelwarmup.compilation.settings import CompileSettings
@@ -92,6 +94,16 @@ def _summary(entry: EntryManifest, **fields: Any) -> WorkerSummary:
     )
 
 
+def _intact(cache: CacheLayout, entry: Path, found: EntryManifest) -> bool:
+    """Whether an entry about to be reused is what its manifest says, weights hashed too (about
+    1.7 GB/s of CPU here: the Job is what vouches for the entry). A broken one is built again:
+    its weights re-verified blob by blob (bad ones fetched again), then published over it."""
+    problems = integrity.entry_problems(cache, entry, found, full=True)
+    if problems:
+        report.phase_line("corrupt-entry", entry_key=found["entry_key"], problems=problems[:10])
+    return not problems
+
+
 def _hit(entry: EntryManifest, started: float, how: str) -> WorkerSummary:
     report.phase_line("cache-hit", entry_key=entry["entry_key"], how=how)
     return _summary(
@@ -130,10 +142,14 @@ def warm_cache(request: WarmCacheRequest, environ: Mapping[str, str]) -> WorkerS
     device, fingerprint, platform_key = _platform(request)
 
     ref = _ref_path(cache, request_ref(request, platform_key))
+    broken: Path | None = None  # an entry found corrupt here is built again, not checked twice
     if not (request.force or request.model.force_download) and ref.exists():
-        known = layout.read_manifest(cache.compiled / ref.read_text().strip())
+        known_entry = cache.compiled / ref.read_text().strip()
+        known = layout.read_manifest(known_entry)
         if known is not None:
-            return _hit(known, started, how="ref")
+            if _intact(cache, known_entry, known):
+                return _hit(known, started, how="ref")
+            broken = known_entry
 
     hub = download.HubClient(
         endpoint=environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/"),
@@ -153,43 +169,107 @@ def warm_cache(request: WarmCacheRequest, environ: Mapping[str, str]) -> WorkerS
 
     with layout.entry_lock(cache, model_key, platform_key, timeout_s=request.lock_timeout_s):
         existing = layout.read_manifest(entry)
-        if existing is not None and not request.force:
+        if existing is not None and not request.force and entry != broken and _intact(cache, entry, existing):
             _write_ref(ref, entry_key)
             return _hit(existing, started, how="manifest")
         layout.remove_stale_staging(cache, model_key, platform_key)
-        progress = os.isatty(2)
-        download_seconds = 0.0
-        stats = []
-        for resolved in repos:
-            with report.timed("download", repo=resolved.request.repo, role=resolved.request.role) as fields:
-                result = download.download(resolved, hub, progress=progress)
-                fields.update(
-                    files=result.files,
-                    bytes=result.bytes,
-                    fetched=result.fetched_bytes,
-                    resumed_from=result.resumed_bytes,
-                )
-            download_seconds += result.seconds
-            stats.append(result)
-        with layout.staging_dir(cache, model_key, platform_key) as staging:
-            compile_report = _compile(request, settings, repos[0], hub, staging)
-            if request.chat_template:
-                (staging / layout.CHAT_TEMPLATE_FILENAME).write_text(request.chat_template, encoding="utf-8")
-            built = _manifest(
-                request=request,
-                repos=repos,
+        _check_capacity(cache, repos, hub, settings)
+        try:
+            return _build(
+                request,
+                cache,
+                repos,
+                hub,
+                settings,
+                started,
+                ref=ref,
+                entry=entry,
                 model_key=model_key,
                 platform_key=platform_key,
                 fingerprint=fingerprint,
-                settings=settings,
-                compile_report=compile_report,
-                weights_bytes=sum(s.bytes for s in stats),
-                artifacts_bytes=layout.tree_size(staging),
-                download_seconds=download_seconds,
-                checksums=record_checksums(staging),
             )
-            layout.publish(staging, entry, built)
-        _write_ref(ref, entry_key)
+        except OSError as error:
+            if error.errno != errno.ENOSPC:
+                raise
+            for resolved in repos:
+                download.remove_partials(resolved, hub)
+            free = shutil.disk_usage(cache.root).free
+            raise errors.InsufficientStorage(
+                f"the cache volume ran full while warming {entry_key} ({free} bytes free now); "
+                "the partial downloads were removed: give the volume more room"
+            ) from None
+
+
+def _check_capacity(
+    cache: CacheLayout, repos: list[download.ResolvedRepo], hub: download.HubClient, settings: Any
+) -> None:
+    """Fail before the first byte when the volume cannot hold what is still to fetch, plus room
+    for the compiled artifacts (256 MiB; with an AOTInductor package, which embeds the weights,
+    the weights' size again)."""
+    cache.root.mkdir(parents=True, exist_ok=True)
+    needed = sum(download.bytes_to_fetch(r, hub) for r in repos)
+    weights = sum(f.size or 0 for r in repos for f in r.weights)
+    margin = 0 if settings is None else COMPILE_MARGIN + (weights if settings.aot_inductor else 0)
+    free = shutil.disk_usage(cache.root).free
+    if needed + margin > free:
+        raise errors.InsufficientStorage(
+            f"the cache volume has {free} bytes free; this warm-up needs {needed + margin} "
+            f"({needed} still to download{f' + {margin} for compiled artifacts' if margin else ''})"
+        )
+
+
+COMPILE_MARGIN = 256 << 20
+
+
+def _build(
+    request: WarmCacheRequest,
+    cache: CacheLayout,
+    repos: list[download.ResolvedRepo],
+    hub: download.HubClient,
+    settings: Any,
+    started: float,
+    *,
+    ref: Path,
+    entry: Path,
+    model_key: str,
+    platform_key: str,
+    fingerprint: dict[str, str],
+) -> WorkerSummary:
+    """Download, compile and publish one entry (holding its lock)."""
+    entry_key = f"{model_key}/{platform_key}"
+    progress = os.isatty(2)
+    download_seconds = 0.0
+    stats = []
+    for resolved in repos:
+        with report.timed("download", repo=resolved.request.repo, role=resolved.request.role) as fields:
+            result = download.download(resolved, hub, progress=progress)
+            fields.update(
+                files=result.files,
+                bytes=result.bytes,
+                fetched=result.fetched_bytes,
+                resumed_from=result.resumed_bytes,
+            )
+        download_seconds += result.seconds
+        stats.append(result)
+    with layout.staging_dir(cache, model_key, platform_key) as staging:
+        compile_report = _compile(request, settings, repos[0], hub, staging)
+        if request.chat_template:
+            (staging / layout.CHAT_TEMPLATE_FILENAME).write_text(request.chat_template, encoding="utf-8")
+        built = _manifest(
+            request=request,
+            repos=repos,
+            model_key=model_key,
+            platform_key=platform_key,
+            fingerprint=fingerprint,
+            settings=settings,
+            compile_report=compile_report,
+            weights_bytes=sum(s.bytes for s in stats),
+            artifacts_bytes=layout.tree_size(staging),
+            download_seconds=download_seconds,
+            checksums=record_checksums(staging),
+        )
+        layout.publish(staging, entry, built)
+    _write_ref(ref, entry_key)
     report.phase_line("published", entry_key=entry_key, bytes=built["bytes"])
     return _summary(
         built,
