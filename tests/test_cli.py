@@ -33,3 +33,33 @@ def test_validate_accepts_examples_and_names_bad_fields(tmp_path: Path) -> None:
     result = run("validate", str(bad))
     assert result.returncode == 10
     assert "spec.targets[0].devices: String should match pattern" in result.stderr
+
+
+def test_validate_reports_every_unreadable_file_and_goes_on(tmp_path: Path) -> None:
+    """One line per problem, no traceback; the files after a bad one are still checked."""
+    minimal = (ROOT / "examples" / "minimal.yaml").read_text()
+    files = {
+        "quoted.yaml": minimal + '  compile:\n    maxLength: "2048"\n',  # the API server wants a number
+        "broken.yaml": "spec: [\n",
+        "latin1.yaml": "",
+        "configmap.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "latin1.yaml").write_bytes(b"name: caf\xe9\n")
+    (tmp_path / "folder").mkdir()
+    paths = [tmp_path / name for name in files] + [tmp_path / "folder", tmp_path / "missing.yaml"]
+    result = run("validate", *map(str, paths), str(ROOT / "examples" / "minimal.yaml"))
+    assert result.returncode == 10 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    expected = {
+        "quoted.yaml": "spec.compile.maxLength: Input should be a valid integer",
+        "broken.yaml": "not valid YAML at line 2",
+        "latin1.yaml": "not UTF-8 text",
+        "configmap.yaml": "no ModelWarmup in it",
+        "folder": "is a directory",
+        "missing.yaml": "no such file",
+    }
+    for name, says in expected.items():
+        assert any(line.startswith(f"{tmp_path / name}: ") and says in line for line in lines), (name, lines)
+    assert result.stdout.strip().endswith("minimal.yaml: qwen-small: valid")  # checked after all of them

@@ -22,18 +22,26 @@ def _crd(_: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    """Every file, each document: one line per valid resource or problem; a file that cannot be
+    read, or that holds no ModelWarmup, is a problem too, and the other files are still checked."""
     failed = False
     for path in args.files:
+        found = 0
         try:
             for body in manifests.load_documents(path):
                 if not manifests.is_modelwarmup(body):
                     continue
-                resource = manifests.validate_body(body)
+                found += 1
+                resource = manifests.validate_body(body, strict=True)
                 print(f"{path}: {resource.metadata.name}: valid")
         except errors.InvalidSpecError as error:
             failed = True
             for problem in error.problems:
                 print(f"{path}: {problem}", file=sys.stderr)
+            continue
+        if not found:
+            failed = True
+            print(f"{path}: no ModelWarmup in it (kind: {manifests.KIND})", file=sys.stderr)
     return errors.EXIT_PERMANENT if failed else errors.EXIT_OK
 
 

@@ -121,3 +121,34 @@ def test_config_file_section_gives_the_same_request(hub: LocalHub, warmed: Warme
         "q4_k",
     )
     assert over.returncode == 10 and "q4_k" in over.summary["message"]
+
+
+@pytest.mark.parametrize(
+    ("args", "config", "says"),
+    [
+        (["--no-compile", "--aot-inductor"], None, "--aot-inductor needs compilation"),
+        (["--lock-timeout", "-1"], None, "must be 0 or more seconds"),
+        (["--cache-dir-is-a-file"], None, "is a file, not a folder"),
+        (["--inductor-option", "no_such_setting=1"], None, "torch._inductor.config has no such setting"),
+        (["--chat-template", "tempalte.jinja"], None, "neither a file that exists nor a Jinja template"),
+        (["--chat-template", "/etc/hostname"], None, "a file that holds no Jinja template"),
+        (["--section-name", "prod"], None, "--section-name needs --config-file"),
+        ([], {"force": "no"}, "force: 'no' is not true or false"),
+        ([], {"max-length": "lots"}, "max-length: 'lots' is not a number"),
+        ([], {"devices": ["cpu"]}, "devices: ['cpu'] is not a single value"),
+    ],
+)
+def test_option_values_that_would_misbehave_are_refused_before_any_download(
+    hub: LocalHub, tmp_path: Path, args: list[str], config: dict[str, object] | None, says: str
+) -> None:
+    cache = tmp_path / "cache"
+    if args == ["--cache-dir-is-a-file"]:
+        cache.write_text("not a folder")
+        args = []
+    if config is not None:
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+        args = ["--config-file", str(tmp_path / "config.yaml")]
+    run = runner.warm_cache(hub.endpoint, cache, "--model-path", TINY, *args)
+    _assert_one_line_failure(run, 10, "InvalidOption")
+    assert says in run.summary["message"], run.summary["message"]
+    assert hub.request_count == 0

@@ -78,7 +78,10 @@ class RepoRef(ApiModel):
         pattern=REPO_ID,
         max_length=193,
         json_schema_extra=validations(
-            cel("!self.contains('--') && !self.contains('..')", "repo must not contain '--' or '..'")
+            cel(
+                "!self.contains('--') && !self.contains('..') && !self.endsWith('.') && !self.endsWith('-')",
+                "repo must not contain '--' or '..' nor end in '.' or '-'",
+            )
         ),
     )
     """The Hugging Face repo id, e.g. "google/gemma-3-12b-it"."""
@@ -155,7 +158,8 @@ class CompileSettings(compile_contract.CompileFields, ApiModel):
 
 
 GPU_REQUESTED = (
-    "has(self.resources) && has(self.resources.limits) && self.resources.limits.exists(k, k.endsWith('/gpu'))"
+    "has(self.resources) && has(self.resources.limits) && self.resources.limits.exists(k, k.endsWith('/gpu')"
+    " && string(self.resources.limits[k]) != '0')"
 )
 
 
@@ -189,7 +193,9 @@ class Target(ApiModel):
     @model_validator(mode="after")
     def _gpu_requested(self) -> Target:
         wants_gpu = bool(self.devices and self.devices.startswith("gpu"))
-        if wants_gpu and not any(key.endswith("/gpu") for key in self.resources.limits):
+        if wants_gpu and not any(
+            key.endswith("/gpu") and str(value) != "0" for key, value in self.resources.limits.items()
+        ):
             raise ValueError("devices gpu needs a GPU in resources.limits (e.g. nvidia.com/gpu)")
         return self
 
@@ -265,10 +271,17 @@ class CacheSpec(ApiModel):
         return self.create.name
 
 
+# Set by the operator from the spec (the token from tokenSecretRef, the hub from model.endpoint,
+# the cache from cache): one set in worker.env would silently win over the spec.
+OPERATOR_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_ENDPOINT", "HF_HOME", "HF_HUB_OFFLINE")
 WORKER_ENV_NO_TOKEN = cel(
-    "self.all(e, e.name != 'HF_TOKEN' && e.name != 'HUGGING_FACE_HUB_TOKEN')",
-    "HF_TOKEN must not be set in worker.env: use spec.model.tokenSecretRef",
+    f"self.all(e, !(e.name in {list(OPERATOR_ENV)}))",
+    "HF_TOKEN, HF_ENDPOINT, HF_HOME and HF_HUB_OFFLINE are set by the operator from the spec "
+    "(tokenSecretRef, model.endpoint, cache): not in worker.env",
 )
+# A Hugging Face token by its shape, whatever the variable is called (pydantic only: a regex over
+# 64 values of 32 KiB each would cost more than a CEL rule may).
+HF_TOKEN_SHAPE = re.compile(r"(^|[^A-Za-z0-9])hf_[A-Za-z0-9]{30,}")
 
 
 class WorkerSpec(ApiModel):
@@ -295,6 +308,13 @@ class WorkerSpec(ApiModel):
         for var in env:
             if var.name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
                 raise ValueError(f"{var.name} must not be set here: use spec.model.tokenSecretRef")
+            if var.name in OPERATOR_ENV:
+                raise ValueError(f"{var.name} is set by the operator from the spec: not in worker.env")
+            if HF_TOKEN_SHAPE.search(var.value):
+                raise ValueError(
+                    f"{var.name} holds what looks like a Hugging Face token: a Secret via "
+                    "spec.model.tokenSecretRef keeps it out of the resource"
+                )
         return env
 
 

@@ -85,20 +85,48 @@ def _config_values(path: str, section: str | None) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise errors.InvalidOptionError(f"--config-file {path}: expected a mapping of option names to values")
     values: dict[str, Any] = {}
-    known = {o.dest for o in options.OPTIONS}
+    known = {o.dest: o for o in options.OPTIONS}
     for key, value in data.items():
         dest = str(key).lstrip("-").replace("-", "_")
         if dest == options.CAST_MISSPELT.replace("-", "_"):
             dest = options.CAST.replace("-", "_")
         if dest not in known:
             raise errors.InvalidOptionError(f"--config-file {path}: unknown option {key!r}")
-        values[dest] = value
+        values[dest] = _typed(known[dest], value, path)
     return values
+
+
+def _typed(option: options.Option, value: Any, path: Any) -> Any:
+    """A config-file value of the type its option takes, as the command line would give it: a
+    flag is true or false (not "no", which Python would call true), a list a list, a number a
+    number."""
+    where = f"--config-file {path}: {option.name}"
+    if value is None:
+        return None
+    if option.kind == "flag":
+        if not isinstance(value, bool):
+            raise errors.InvalidOptionError(f"{where}: {value!r} is not true or false")
+        return value
+    if option.kind == "list":
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(i, str | int | float) and not isinstance(i, bool) for i in items):
+            raise errors.InvalidOptionError(f"{where}: {value!r} is not a list of values")
+        return [str(i) for i in items]
+    if isinstance(value, bool | dict | list):
+        raise errors.InvalidOptionError(f"{where}: {value!r} is not a single value")
+    if option.value_type in (int, float):
+        try:
+            return option.value_type(value)
+        except (TypeError, ValueError):
+            raise errors.InvalidOptionError(f"{where}: {value!r} is not a number") from None
+    return str(value)
 
 
 def merged_values(args: argparse.Namespace) -> dict[str, Any]:
     """Command line over config file over defaults, keyed by option dest."""
     given = {k: v for k, v in vars(args).items() if v is not None}
+    if "section_name" in given and "config_file" not in given:
+        raise errors.InvalidOptionError("--section-name needs --config-file (the file whose section to read)")
     from_file = (
         _config_values(given["config_file"], given.get("section_name")) if "config_file" in given else {}
     )
@@ -164,11 +192,20 @@ def _lora(spec: str) -> RepoRequest:
 
 
 def _inductor_options(items: list[str]) -> dict[str, Any]:
+    """KEY=VALUE pairs, each KEY a setting of torch._inductor.config: checked now, before anything
+    is downloaded, not when compilation starts."""
+    from torch._inductor import config as inductor_config
+
     parsed: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise errors.InvalidOptionError(f"--inductor-option {item!r}: expected KEY=VALUE")
+        head = key.split(".")[0]
+        if not hasattr(inductor_config, head):
+            raise errors.InvalidOptionError(
+                f"--inductor-option {key!r}: torch._inductor.config has no such setting"
+            )
         try:
             parsed[key] = json.loads(raw)
         except json.JSONDecodeError:
@@ -176,13 +213,37 @@ def _inductor_options(items: list[str]) -> dict[str, Any]:
     return parsed
 
 
+CHAT_TEMPLATE_LIMIT = 1 << 20
+
+
 def _chat_template(value: str | None) -> str | None:
+    """A Jinja chat template, given as its text or as a file holding it. Either way it must look
+    like one (``{{`` or ``{%``): a mistyped path is not stored as the template, and a file that
+    is no template (``/etc/shadow``) is not copied into the shared volume."""
     if value is None:
         return None
     path = Path(value)
+    text = value
     if len(value) < 4096 and path.is_file():
-        return path.read_text(encoding="utf-8")
-    return value
+        if path.stat().st_size > CHAT_TEMPLATE_LIMIT:
+            raise errors.InvalidOptionError(
+                f"--chat-template {value}: larger than {CHAT_TEMPLATE_LIMIT} bytes"
+            )
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise errors.InvalidOptionError(
+                f"--chat-template {value}: cannot read it as text: {error}"
+            ) from None
+    if "{{" not in text and "{%" not in text:
+        shown = value if len(value) < 200 else value[:200] + "…"
+        what = (
+            "a file that holds no Jinja template"
+            if text is not value
+            else "neither a file that exists nor a Jinja template"
+        )
+        raise errors.InvalidOptionError(f"--chat-template {shown!r}: {what} (no '{{{{' or '{{%')")
+    return text
 
 
 def _compile_settings(fields: dict[str, Any]) -> CompileSettings:
@@ -281,6 +342,16 @@ def build_request(args: argparse.Namespace) -> WarmCacheRequest:
         draft, *loras = rest
     else:
         loras = rest
+    if not values["compile"] and values.get("aot_inductor"):
+        raise errors.InvalidOptionError(
+            "--aot-inductor needs compilation: drop --no-compile or --aot-inductor"
+        )
+    lock_timeout = float(values["lock_timeout"])
+    if not lock_timeout >= 0:
+        raise errors.InvalidOptionError(f"--lock-timeout {values['lock_timeout']}: must be 0 or more seconds")
+    cache_dir = Path(values["cache_dir"])
+    if cache_dir.exists() and not cache_dir.is_dir():
+        raise errors.InvalidOptionError(f"--cache-dir {cache_dir} is a file, not a folder")
     token_file = values.get("token_file")
     termination_log = values.get("termination_log")
     return WarmCacheRequest(
@@ -295,10 +366,10 @@ def build_request(args: argparse.Namespace) -> WarmCacheRequest:
         custom_architectures=tuple(values.get("custom_architectures") or ()),
         served_model_name=values.get("served_model_name"),
         server_options={k: v for k, v in values.items() if k in options.RECORDED and v is not None},
-        cache_dir=Path(values["cache_dir"]),
+        cache_dir=cache_dir,
         force=bool(values["force"]),
         resolve_only=bool(values.get("resolve_only")),
         token_file=Path(token_file) if token_file else None,
         termination_log=Path(termination_log) if termination_log else None,
-        lock_timeout_s=float(values["lock_timeout"]),
+        lock_timeout_s=lock_timeout,
     )
