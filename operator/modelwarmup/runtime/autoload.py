@@ -135,7 +135,7 @@ def activate_from_env(environ: Mapping[str, str] = os.environ) -> Path | None:
             if entry is None:
                 _cold(why)
                 return None
-            result = loader.activate(entry)
+            result = loader.activate(entry, published=True)
         finally:
             os.environ.pop(ACTIVATING, None)
         os.environ[ACTIVATED] = str(result.inductor_dir)

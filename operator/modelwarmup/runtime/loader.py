@@ -44,11 +44,15 @@ class ActivationResult:
     aoti_package: Path | None
 
 
-def activate(entry_dir: Path, *, private_dir: Path | None = None) -> ActivationResult:
+def activate(
+    entry_dir: Path, *, private_dir: Path | None = None, published: bool = False
+) -> ActivationResult:
     """Copy ``entry_dir/inductor`` to a private writable folder and compile from there.
 
     ``private_dir`` defaults to a new folder under the temp dir. Also hot-loads
-    ``megacache.bin`` when present. Call before the first torch.compile'd call.
+    ``megacache.bin`` when present. Call before the first torch.compile'd call. The files are
+    checked against the entry's manifest first (:class:`CorruptEntry` on a mismatch); a
+    ``published`` entry must have one, a bare :func:`compile_model` output has none to check.
     """
     started = time.perf_counter()
     source = entry_dir / layout.INDUCTOR_DIRNAME
@@ -62,7 +66,7 @@ def activate(entry_dir: Path, *, private_dir: Path | None = None) -> ActivationR
         copied = sum(1 for path in target.rglob("*") if path.is_file())
     # Stale locks from the Job would only make serving wait.
     shutil.rmtree(target / "locks", ignore_errors=True)
-    _check(entry_dir, target)
+    _check(entry_dir, target, published=published)
     inductor_dir = recipe.configure_inductor(target)
     copy_seconds = time.perf_counter() - started
 
@@ -87,11 +91,13 @@ def activate(entry_dir: Path, *, private_dir: Path | None = None) -> ActivationR
     )
 
 
-def _check(entry_dir: Path, inductor_copy: Path) -> None:
+def _check(entry_dir: Path, inductor_copy: Path, *, published: bool) -> None:
     """The private copy and the entry's other artifacts, against the manifest: after the copy, so
     what is checked is what will be loaded. Raises :class:`CorruptEntry` naming the files."""
     found = layout.read_manifest(entry_dir)
     if found is None:
+        if not published:
+            return  # a bare compile output: no record to hold it to
         raise CorruptEntry(f"{entry_dir}: no manifest (removed or unreadable)")
     prefix = layout.INDUCTOR_DIRNAME + "/"
     recorded = found["checksums"]
