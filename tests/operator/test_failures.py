@@ -51,7 +51,8 @@ def test_hub_errors_are_retried_by_the_job_until_ready(
     kubelet.hold(exempt=helpers.RESOLVING)  # main is resolved first; the faults are for the warm-up
     kube.create(MW, helpers.warmup("flaky"), namespace=NS)  # backoffLimit 2: three attempts at most
     wait_for(lambda: helpers.jobs(kube), timeout=30)
-    hub.fail_next(2, status=503, path_contains="/api/models/devkit/tiny-llama")
+    # Three 503s per pod: the worker retries twice itself, then exits 11 and the Job retries.
+    hub.fail_next(6, status=503, path_contains="/api/models/devkit/tiny-llama")
     kubelet.release()
     obj = helpers.wait_condition(kube, "flaky", status="True", timeout=60)
 

@@ -480,3 +480,12 @@ def test_a_volume_running_full_mid_download_leaves_no_partial(hub: LocalHub, tmp
     assert "ran full" in run.termination_message["message"]
     left = (tmp_path / "cache.left").read_text().splitlines()
     assert not [line for line in left if line.endswith(".incomplete")], left
+
+
+def test_a_passing_hub_error_is_retried_in_the_same_process(hub: LocalHub, tmp_path: Path) -> None:
+    """One 503 of the listing and one of a file: no pod restart for either (on a GPU node a new
+    pod means a new schedule and maybe a new image pull)."""
+    hub.fail_next(1, status=503, path_contains=f"/api/models/{TINY}")
+    run = runner.warm_cache(hub.endpoint, tmp_path / "cache", "--model-path", TINY, "--no-compile")
+    assert run.returncode == 0, run
+    assert "retrying in 0.5 s (attempt 2 of 3)" in run.stderr

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import fnmatch
+import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from modelwarmup import errors
 from modelwarmup.cache import layout
@@ -47,6 +49,8 @@ SERVING_FILES = (
 )
 # Files downloaded at a time (snapshot_download uses 8): shards of a large model in parallel.
 DOWNLOAD_WORKERS = 4
+T = TypeVar("T")
+log = logging.getLogger("modelwarmup.worker")
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,35 @@ class HubClient:
         return HfApi(endpoint=self.endpoint, token=self.token or False)
 
 
+ATTEMPTS = 3  # a hub's passing 5xx or dropped connection is retried here, not by a new pod
+RETRY_BACKOFF_S = 0.5
+
+
+def retried(call: Callable[[], T], what: str) -> T:
+    """``call()``, again after a transient hub error (HubUnavailable), up to :data:`ATTEMPTS`
+    times with a doubling pause; the last error is raised. A pod restart (on a GPU node: a new
+    schedule, maybe a new image pull) is left for what outlasts a few seconds."""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return call()
+        except errors.HubUnavailable as error:
+            if attempt == ATTEMPTS:
+                raise
+            pause = RETRY_BACKOFF_S * 2 ** (attempt - 1)
+            log.warning(
+                "%s: %s; retrying in %.1f s (attempt %d of %d)", what, error, pause, attempt + 1, ATTEMPTS
+            )
+            time.sleep(pause)
+    raise AssertionError("unreachable")
+
+
 def _listing(
+    hub: HubClient, repo: str, revision: str, pinned: str | None = None
+) -> tuple[str, list[RemoteFile]]:
+    return retried(lambda: _listing_once(hub, repo, revision, pinned), f"listing {repo}@{pinned or revision}")
+
+
+def _listing_once(
     hub: HubClient, repo: str, revision: str, pinned: str | None = None
 ) -> tuple[str, list[RemoteFile]]:
     """The commit ``revision`` stands for and its files; the ``pinned`` commit when given."""
@@ -252,7 +284,12 @@ def download(resolved: ResolvedRepo, hub: HubClient, *, progress: bool) -> Downl
     )
     try:
         futures = [
-            pool.submit(_download_file, resolved, remote, commit, hub, progress) for remote, commit in jobs
+            pool.submit(
+                retried,
+                lambda remote=remote, commit=commit: _download_file(resolved, remote, commit, hub, progress),
+                f"{resolved.request.repo}/{remote.path}",
+            )
+            for remote, commit in jobs
         ]
         results = [future.result() for future in futures]
     finally:
