@@ -6,6 +6,7 @@ skipping it keeps each run at about a second.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -489,3 +490,18 @@ def test_a_passing_hub_error_is_retried_in_the_same_process(hub: LocalHub, tmp_p
     run = runner.warm_cache(hub.endpoint, tmp_path / "cache", "--model-path", TINY, "--no-compile")
     assert run.returncode == 0, run
     assert "retrying in 0.5 s (attempt 2 of 3)" in run.stderr
+
+
+def test_a_hub_answering_a_commit_that_is_a_path_is_refused(hub: LocalHub, tmp_path: Path) -> None:
+    """The commit is joined to snapshots/: a hostile mirror's ``../../x`` must not climb out."""
+    repo = "tiny/hostile-sha"
+    sha = hub.add_repo(repo, tiny_model.make_tiny_llama(tmp_path / "model", seed=5))
+    hostile = hub.repo(repo)
+    evil = "../../../../../escaped-snapshot"
+    hostile.commits[evil] = dataclasses.replace(hostile.commits[sha], sha=evil)
+    hostile.branches["main"] = evil
+    cache = tmp_path / "cache"
+    run = runner.warm_cache(hub.endpoint, cache, "--model-path", repo, "--no-compile")
+    assert run.returncode == 10 and run.summary["reason"] == "UnsafeFileName", run
+    assert "escaped-snapshot" in run.summary["message"]
+    assert not [p for p in tmp_path.rglob("escaped-snapshot")]

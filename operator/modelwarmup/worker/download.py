@@ -15,6 +15,7 @@ import concurrent.futures
 import fnmatch
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -150,6 +151,10 @@ def _listing_once(
     if pinned is not None and info.sha != pinned:
         raise errors.RevisionNotFound(
             f"{repo}: the hub answered commit {info.sha} for pinned commit {pinned}"
+        )
+    if not re.fullmatch(r"[0-9a-f]{40}", str(info.sha)):  # joined to snapshots/ below
+        raise errors.UnsafeHubListing(
+            f"{repo}@{revision}: the hub answered {str(info.sha)[:80]!r} for a commit"
         )
     for sibling in info.siblings or []:
         _check_listed_name(repo, sibling.rfilename)
