@@ -439,47 +439,34 @@ def _small_volumes_work() -> bool:
 small_volume = pytest.mark.skipif(not _small_volumes_work(), reason="no mount namespace for a tmpfs here")
 
 
+def _warm_on_a_small_volume(hub: LocalHub, tmp_path: Path, options: str) -> tuple[runner.Run, list[str]]:
+    """``warm-cache`` of tiny/big (9 MB) onto a fresh tmpfs; the run and the files it left there."""
+    cache, log = tmp_path / "cache", tmp_path / "log"
+    cache.mkdir()
+    argv = runner.warm_cache_argv(cache, "--model-path", BIG, "--no-compile", termination_log=log)
+    env = runner.clean_env({"HF_ENDPOINT": hub.endpoint})
+    run = runner.run(_on_a_small_volume(cache, options, *argv), env, termination_log=log)
+    return run, (tmp_path / "cache.left").read_text().splitlines()
+
+
 @small_volume
 def test_a_volume_too_small_fails_before_the_first_byte_with_both_numbers(
     hub: LocalHub, tmp_path: Path
 ) -> None:
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    log = tmp_path / "log"
-    run = runner.run(
-        _on_a_small_volume(
-            cache,
-            "size=4m",
-            *runner.warm_cache_argv(cache, "--model-path", BIG, "--no-compile", termination_log=log),
-        ),
-        runner.clean_env({"HF_ENDPOINT": hub.endpoint}),
-        termination_log=log,
-    )
+    run, left = _warm_on_a_small_volume(hub, tmp_path, "size=4m")
     assert run.returncode == 10 and run.termination_message["reason"] == "InsufficientStorage", run
     message = run.termination_message["message"]
     assert "bytes free" in message and "needs" in message, message
     assert not [r for r in hub.requests if "/resolve/" in r.path or r.host == "cdn"]  # not one byte fetched
-    assert not [line for line in (tmp_path / "cache.left").read_text().splitlines() if "blobs" in line]
+    assert not [line for line in left if "blobs" in line]
 
 
 @small_volume
 def test_a_volume_running_full_mid_download_leaves_no_partial(hub: LocalHub, tmp_path: Path) -> None:
     """Bytes enough, inodes not (a tmpfs with 20): the write fails with ENOSPC half-way."""
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    log = tmp_path / "log"
-    run = runner.run(
-        _on_a_small_volume(
-            cache,
-            "size=64m,nr_inodes=20",
-            *runner.warm_cache_argv(cache, "--model-path", BIG, "--no-compile", termination_log=log),
-        ),
-        runner.clean_env({"HF_ENDPOINT": hub.endpoint}),
-        termination_log=log,
-    )
+    run, left = _warm_on_a_small_volume(hub, tmp_path, "size=64m,nr_inodes=20")
     assert run.returncode == 10 and run.termination_message["reason"] == "InsufficientStorage", run
     assert "ran full" in run.termination_message["message"]
-    left = (tmp_path / "cache.left").read_text().splitlines()
     assert not [line for line in left if line.endswith(".incomplete")], left
 
 

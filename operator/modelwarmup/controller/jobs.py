@@ -39,15 +39,7 @@ def worker_args(spec: ModelWarmupSpec, target: Target, pins: tuple[str, ...] = (
         args += ["--allow-patterns", *model.allow_patterns]
     if model.ignore_patterns:
         args += ["--ignore-patterns", *model.ignore_patterns]
-    if model.draft is not None:
-        args += [
-            "--draft-model-path",
-            model.draft.repo,
-            "--draft-huggingface-model-revision",
-            model.draft.revision,
-        ]
-    if model.loras:
-        args += ["--lora-paths", *(f"{lora.repo}@{lora.revision}" for lora in model.loras)]
+    args += resolution.extra_repository_args(model)
     for pin in pins:
         args += ["--pin", pin]
     if target.devices:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelwarmup.api.resource import ModelWarmup
-from modelwarmup.api.spec import ModelWarmupSpec, RepoRef
+from modelwarmup.api.spec import ModelSource, ModelWarmupSpec, RepoRef
 from modelwarmup.contracts import digest, wiring
 from modelwarmup.controller import naming
 
@@ -105,6 +105,12 @@ def worker_args(spec: ModelWarmupSpec) -> list[str]:
         "--cache-dir", "/tmp/resolve",
         "--termination-log", wiring.TERMINATION_LOG,
     ]  # fmt: skip
+    return args + extra_repository_args(model)
+
+
+def extra_repository_args(model: ModelSource) -> list[str]:
+    """The worker flags naming the draft model and the adapters, each at its revision."""
+    args: list[str] = []
     if model.draft is not None:
         args += [
             "--draft-model-path",
