@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -492,3 +493,40 @@ def test_a_hub_answering_a_commit_that_is_a_path_is_refused(hub: LocalHub, tmp_p
     assert run.returncode == 10 and run.summary["reason"] == "UnsafeFileName", run
     assert "escaped-snapshot" in run.summary["message"]
     assert not [p for p in tmp_path.rglob("escaped-snapshot")]
+
+
+def test_a_repository_in_mistrals_layout_downloads_its_weights_once_and_its_own_files(
+    hub: LocalHub, tmp_path: Path
+) -> None:
+    """Shards for transformers, ``consolidated.safetensors`` (the same weights again) for Mistral's
+    format, and ``params.json``/``tekken.json``/``tokenizer.model.v3`` that Mistral-format serving reads."""
+    source = tiny_model.make_tiny_llama(tmp_path / "mistral", seed=6)
+    shutil.copy(source / "model.safetensors", source / "consolidated.safetensors")
+    (source / "params.json").write_text(json.dumps({"dim": 64, "n_layers": 2}))
+    (source / "tekken.json").write_text(json.dumps({"config": {}, "vocab": []}))
+    (source / "tokenizer.model.v3").write_bytes(b"sentencepiece")
+    repo = "tiny/mistral-layout"
+    commit = hub.add_repo(repo, source)
+    cache = tmp_path / "cache"
+    run = runner.warm_cache(hub.endpoint, cache, "--model-path", repo, "--no-compile")
+    assert run.returncode == 0, run
+    snapshot = _snapshot(cache, repo, commit)
+    names = {p.name for p in snapshot.iterdir()}
+    assert {"model.safetensors", "params.json", "tekken.json", "tokenizer.model.v3"} <= names, names
+    assert "consolidated.safetensors" not in names
+    weights = (source / "model.safetensors").stat().st_size
+    [download] = [p for p in run.phase_lines() if p["phase"] == "download"]
+    assert weights <= download["fetched"] < 2 * weights  # the weights once
+
+    # Serving Mistral's format instead: asked for by name.
+    mistral = runner.warm_cache(
+        hub.endpoint,
+        tmp_path / "cache2",
+        "--model-path",
+        repo,
+        "--allow-patterns",
+        "consolidated*.safetensors",
+        "--no-compile",
+    )
+    assert mistral.returncode == 0, mistral
+    assert (_snapshot(tmp_path / "cache2", repo, commit) / "consolidated.safetensors").is_file()
