@@ -533,3 +533,43 @@ def test_a_repository_in_mistrals_layout_downloads_its_weights_once_and_its_own_
     )
     assert mistral.returncode == 0, mistral
     assert (_snapshot(tmp_path / "cache2", repo, commit) / "consolidated.safetensors").is_file()
+
+
+def test_a_sentence_transformers_repository_brings_its_pooling_and_normalisation_modules(
+    hub: LocalHub, tmp_path: Path
+) -> None:
+    """modules.json names the modules after the transformer; their folders come with the model
+    (safetensors weights of a Dense layer included, other formats not)."""
+    source = tiny_model.make_tiny_llama(tmp_path / "embedder", seed=7)
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"},
+        {"idx": 3, "name": "3", "path": "3_Normalize", "type": "sentence_transformers.models.Normalize"},
+    ]
+    (source / "modules.json").write_text(json.dumps(modules))
+    (source / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 128}))
+    (source / "1_Pooling").mkdir()
+    (source / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
+    (source / "2_Dense").mkdir()
+    (source / "2_Dense" / "config.json").write_text(json.dumps({"in_features": 64, "out_features": 32}))
+    shutil.copy(source / "model.safetensors", source / "2_Dense" / "model.safetensors")
+    (source / "2_Dense" / "pytorch_model.bin").write_bytes(b"pickle")
+    (source / "3_Normalize").mkdir()
+    (source / "3_Normalize" / ".gitkeep").write_text("")
+    repo = "tiny/embedder"
+    commit = hub.add_repo(repo, source)
+    cache = tmp_path / "cache"
+    run = runner.warm_cache(hub.endpoint, cache, "--model-path", repo, "--no-compile")
+    assert run.returncode == 0, run
+    snapshot = _snapshot(cache, repo, commit)
+    got = {p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if not p.is_dir()}
+    assert {
+        "modules.json",
+        "sentence_bert_config.json",
+        "1_Pooling/config.json",
+        "2_Dense/config.json",
+        "2_Dense/model.safetensors",
+        "3_Normalize/.gitkeep",
+    } <= got, got
+    assert "2_Dense/pytorch_model.bin" not in got

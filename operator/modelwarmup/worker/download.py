@@ -50,7 +50,16 @@ SERVING_FILES = (
     # Mistral's own format (vLLM --tokenizer-mode/--config-format mistral): small, so always taken.
     "params.json",
     "tekken.json",
+    # sentence-transformers: which modules (pooling, normalisation, dense layers) follow the model.
+    "modules.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
 )
+# The module folders modules.json names ("1_Pooling", "2_Dense", "3_Normalize"): without them a
+# sentence-transformers or text-embeddings server computes other (CLS-pooled, unnormalised)
+# vectors, silently. Their files come too, other weight formats than safetensors excepted.
+SENTENCE_TRANSFORMERS_MODULE = re.compile(r"^[0-9]+_[A-Za-z]+/[^/]+$")
+OTHER_WEIGHT_FORMATS = ("*.bin", "*.pt", "*.pth", "*.h5", "*.msgpack", "*.onnx", "*.ot")
 SERVING_PATTERNS = ("tokenizer.model.v*",)  # Mistral's versioned SentencePiece tokenizers
 # Mistral's repositories carry the weights twice: HF shards and one consolidated file.
 CONSOLIDATED = "consolidated*.safetensors"
@@ -212,9 +221,13 @@ def resolve(request: RepoRequest, hub: HubClient) -> ResolvedRepo:
     if request.weight_revision and request.weight_revision not in (request.revision, commit):
         weight_commit, weight_listing = _listing(hub, request.repo, request.weight_revision)
 
+    sentence_transformers = any(f.path == "modules.json" for f in listing)
+
     def wanted(path: str) -> bool:
         if _matches(path, ignore_patterns):
             return False
+        if sentence_transformers and SENTENCE_TRANSFORMERS_MODULE.match(path):
+            return not _matches(path, OTHER_WEIGHT_FORMATS)
         if "/" not in path and (
             path in SERVING_FILES
             or _matches(path, SERVING_PATTERNS)
