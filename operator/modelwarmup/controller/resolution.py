@@ -5,8 +5,9 @@ targets could end at two commits (with the Deployments annotated for one of them
 revision of the model, its draft or its adapters is not a commit, the operator first runs one
 small Job (``warm-cache --resolve-only``: no GPU, no cache volume, nothing downloaded) and keeps
 what it reports as ``status.pinnedRevisions``; every target's Job then gets them as ``--pin``,
-and its warm-up key holds the commits. A new value of the ``refresh.modelwarmup.dev/requested-at`` annotation
-(or a change of what the revisions are resolved from) resolves them again.
+and its warm-up key holds the commits. A new value of the annotation
+``refresh.modelwarmup.dev/requested-at`` (or a change of what the revisions are resolved from)
+resolves them again.
 """
 
 from __future__ import annotations
