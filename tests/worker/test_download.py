@@ -498,6 +498,15 @@ def test_a_hub_answering_a_commit_that_is_a_path_is_refused(hub: LocalHub, tmp_p
     assert not [p for p in tmp_path.rglob("escaped-snapshot")]
 
 
+def _warm_a_new_repo(hub: LocalHub, tmp_path: Path, repo: str, source: Path) -> tuple[runner.Run, Path]:
+    """Publish ``source`` as ``repo`` and warm it (download only) into tmp_path/cache: the run,
+    and the snapshot folder of the commit (named after it)."""
+    commit = hub.add_repo(repo, source)
+    run = runner.warm_cache(hub.endpoint, tmp_path / "cache", "--model-path", repo, "--no-compile")
+    assert run.returncode == 0, run
+    return run, _snapshot(tmp_path / "cache", repo, commit)
+
+
 def test_a_repository_in_mistrals_layout_downloads_its_weights_once_and_its_own_files(
     hub: LocalHub, tmp_path: Path
 ) -> None:
@@ -509,11 +518,7 @@ def test_a_repository_in_mistrals_layout_downloads_its_weights_once_and_its_own_
     (source / "tekken.json").write_text(json.dumps({"config": {}, "vocab": []}))
     (source / "tokenizer.model.v3").write_bytes(b"sentencepiece")
     repo = "tiny/mistral-layout"
-    commit = hub.add_repo(repo, source)
-    cache = tmp_path / "cache"
-    run = runner.warm_cache(hub.endpoint, cache, "--model-path", repo, "--no-compile")
-    assert run.returncode == 0, run
-    snapshot = _snapshot(cache, repo, commit)
+    run, snapshot = _warm_a_new_repo(hub, tmp_path, repo, source)
     names = {p.name for p in snapshot.iterdir()}
     assert {"model.safetensors", "params.json", "tekken.json", "tokenizer.model.v3"} <= names, names
     assert "consolidated.safetensors" not in names
@@ -532,7 +537,7 @@ def test_a_repository_in_mistrals_layout_downloads_its_weights_once_and_its_own_
         "--no-compile",
     )
     assert mistral.returncode == 0, mistral
-    assert (_snapshot(tmp_path / "cache2", repo, commit) / "consolidated.safetensors").is_file()
+    assert (_snapshot(tmp_path / "cache2", repo, snapshot.name) / "consolidated.safetensors").is_file()
 
 
 def test_a_sentence_transformers_repository_brings_its_pooling_and_normalisation_modules(
@@ -557,12 +562,7 @@ def test_a_sentence_transformers_repository_brings_its_pooling_and_normalisation
     (source / "2_Dense" / "pytorch_model.bin").write_bytes(b"pickle")
     (source / "3_Normalize").mkdir()
     (source / "3_Normalize" / ".gitkeep").write_text("")
-    repo = "tiny/embedder"
-    commit = hub.add_repo(repo, source)
-    cache = tmp_path / "cache"
-    run = runner.warm_cache(hub.endpoint, cache, "--model-path", repo, "--no-compile")
-    assert run.returncode == 0, run
-    snapshot = _snapshot(cache, repo, commit)
+    _, snapshot = _warm_a_new_repo(hub, tmp_path, "tiny/embedder", source)
     got = {p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if not p.is_dir()}
     assert {
         "modules.json",

@@ -38,6 +38,7 @@ REPO_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$
 # "-"; the worker joins it to refs/, so none of it may climb out. No ".lock" ending: CEL, pydantic.
 _REF_COMPONENT = r"[A-Za-z0-9_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*"
 REVISION = rf"^[A-Za-z0-9]([A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*)?(/{_REF_COMPONENT})*$"
+COMMIT = r"^[0-9a-f]{40}$"  # a full commit sha: what branches and tags resolve to
 REVISION_RULE = "!self.endsWith('.lock') && !self.contains('.lock/')"
 
 

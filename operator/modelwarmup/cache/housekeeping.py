@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from modelwarmup.cache import layout
 from modelwarmup.cache.layout import CacheLayout
 
 DEFAULT_STALE_AFTER_S = 24 * 3600.0
@@ -49,10 +50,9 @@ def collect(cache: CacheLayout, *, older_than_s: float = DEFAULT_STALE_AFTER_S) 
     """Remove stale leftovers; returns their paths relative to the cache root."""
     now, removed = time.time(), []
     for partial in sorted(cache.hub_cache.glob("models--*/blobs/*.incomplete")):
-        repo_dir = partial.parent.parent
-        lock = repo_dir.parent / ".locks" / repo_dir.name / f"{partial.name.removesuffix('.incomplete')}.lock"
+        blob = partial.with_name(partial.name.removesuffix(".incomplete"))
         if _old(partial, now, older_than_s):
-            with lock_if_free(lock) as free:
+            with lock_if_free(layout.blob_lock_file(blob)) as free:
                 if free:
                     partial.unlink(missing_ok=True)
                     removed.append(partial)

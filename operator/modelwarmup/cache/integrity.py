@@ -16,10 +16,6 @@ from modelwarmup.contracts import checksums
 from modelwarmup.contracts.manifest import EntryManifest
 
 
-def snapshot_dir(cache: CacheLayout, repo: str, commit: str) -> Path:
-    return cache.hub_cache / ("models--" + repo.replace("/", "--")) / "snapshots" / commit
-
-
 def entry_problems(cache: CacheLayout, entry: Path, found: EntryManifest, *, full: bool = False) -> list[str]:
     """What is wrong with ``entry`` (compiled files, then weights), each naming its file; empty
     when it is intact."""
@@ -34,7 +30,7 @@ def weight_problems(cache: CacheLayout, found: EntryManifest, *, full: bool = Fa
         sizes = record.get("sizes", {})
         for rel, digest in sorted(record["files"].items()):
             commit = record["weight_commit"] if rel.endswith(".safetensors") else record["commit"]
-            path = snapshot_dir(cache, record["repo"], commit) / rel
+            path = cache.snapshot_dir(record["repo"], commit) / rel
             where = f"{record['repo']}@{commit[:12]}/{rel}"
             if not path.is_file():  # a dangling link (its blob deleted) is missing too
                 issues.append(f"{where}: missing")

@@ -55,6 +55,14 @@ class CacheLayout:
     def compiled(self) -> Path:
         return self.root / "compiled"
 
+    def repo_dir(self, repo: str) -> Path:
+        """A repository's folder in the HF cache, as huggingface_hub names it."""
+        return self.hub_cache / ("models--" + repo.replace("/", "--"))
+
+    def snapshot_dir(self, repo: str, commit: str) -> Path:
+        """Where the downloaded files of a commit are linked in the HF cache."""
+        return self.repo_dir(repo) / "snapshots" / commit
+
     def entry(self, model_key: str, platform_key: str) -> Path:
         return self.compiled / model_key / platform_key
 
@@ -70,6 +78,12 @@ class CacheLayout:
         if not base.is_dir():
             return []
         return sorted(p for p in base.iterdir() if read_manifest(p) is not None)
+
+
+def blob_lock_file(blob: Path) -> Path:
+    """The lock huggingface_hub (and the worker) take for one blob of the HF cache."""
+    repo_dir = blob.parent.parent
+    return repo_dir.parent / ".locks" / repo_dir.name / f"{blob.name}.lock"
 
 
 def read_manifest(entry: Path) -> EntryManifest | None:

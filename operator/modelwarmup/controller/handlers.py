@@ -41,10 +41,7 @@ def _waits_for_a_pod(status: kopf.Status, **_: Any) -> bool:
     ServiceAccount that does not exist, a quota), which changes neither the Job nor a pod: nothing
     would trigger a reconcile, so a timer looks while this holds (kopf stops it once the status
     says otherwise), less and less often (:meth:`Runtime.recheck_due`)."""
-    return any(
-        target.get("phase") == "Pending" and target.get("reason", "") in service.UNEXPLAINED_WAITS
-        for target in status.get("targets") or []
-    )
+    return service.waits_unexplained(status)
 
 
 def register(

@@ -6,6 +6,7 @@ applies; an invalid spec goes through the same decide/apply path with its own de
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -22,6 +23,14 @@ from modelwarmup.controller.settings import OperatorSettings
 # Target reasons of a Pending target that no pod state explains: the pending-recheck timer looks
 # again while one holds (no Job or pod event would tell of a FailedCreate Event).
 UNEXPLAINED_WAITS = frozenset({"", decide.RESOLVING, "FailedCreate"})
+
+
+def waits_unexplained(status: Mapping[str, Any]) -> bool:
+    """A status (as written) has a target whose Job has no pod whose state explains the wait."""
+    return any(
+        target.get("phase") == "Pending" and target.get("reason", "") in UNEXPLAINED_WAITS
+        for target in status.get("targets") or []
+    )
 
 
 def reconcile(runtime: Runtime, body: dict[str, Any], logger: kopf.Logger) -> None:
@@ -49,6 +58,8 @@ def reconcile(runtime: Runtime, body: dict[str, Any], logger: kopf.Logger) -> No
         try:
             pending = resolution.known(mw, image)
             if pending is not None and not pending.done:
+                # Read outside the key locks, to know which keys to lock; while unresolved, the
+                # resolve Job is read again under its key's lock, where it may be created.
                 pending = observe.resolved(runtime.api, mw, pending)
             pins = pending.pins if pending is not None else ()
             keys = (
@@ -66,8 +77,9 @@ def reconcile(runtime: Runtime, body: dict[str, Any], logger: kopf.Logger) -> No
                 plan, retry = apply.apply(
                     runtime.api, mw.metadata, mw.status, plan, logger, now=conditions.now()
                 )
-                runtime.written(namespace, mw.metadata.name, apply.status_body(plan)["status"])
-            if not any(t.phase == "Pending" and t.reason in UNEXPLAINED_WAITS for t in plan.status.targets):
+                written = apply.status_body(plan)["status"]
+                runtime.written(namespace, mw.metadata.name, written)
+            if not waits_unexplained(written):
                 runtime.recheck_done(namespace, mw.metadata.name)
         except errors.KubeApiError as error:
             runtime.metrics.reconcile_errors.inc()

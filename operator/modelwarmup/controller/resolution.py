@@ -17,11 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelwarmup.api.resource import ModelWarmup
-from modelwarmup.api.spec import ModelSource, ModelWarmupSpec, RepoRef
+from modelwarmup.api.spec import COMMIT, ModelSource, ModelWarmupSpec, RepoRef
 from modelwarmup.contracts import digest, wiring
 from modelwarmup.controller import naming
 
-COMMIT = re.compile(r"^[0-9a-f]{40}$")
 TARGET_NAME = "resolve"  # the resolve Job's name part where a target's name would be
 
 
@@ -32,7 +31,7 @@ def revisions(spec: ModelWarmupSpec) -> list[RepoRef]:
 
 def needed(spec: ModelWarmupSpec) -> bool:
     """Some revision is a branch or a tag (a commit needs no resolving)."""
-    return any(not COMMIT.match(ref.revision) for ref in revisions(spec))
+    return any(not re.fullmatch(COMMIT, ref.revision) for ref in revisions(spec))
 
 
 def key(mw: ModelWarmup, worker_image: str) -> str:

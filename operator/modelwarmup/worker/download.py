@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from modelwarmup import errors
+from modelwarmup.api.spec import COMMIT
 from modelwarmup.cache import layout
 from modelwarmup.cache.layout import CacheLayout
 from modelwarmup.contracts import checksums
+from modelwarmup.contracts.manifest import RepoRecord
 from modelwarmup.worker import hub_errors, resumable
 from modelwarmup.worker.request import RepoRequest
 
@@ -93,15 +95,24 @@ class ResolvedRepo:
     files: tuple[RemoteFile, ...]
     weights: tuple[RemoteFile, ...]
 
-    def key_inputs(self) -> dict[str, Any]:
-        """What of this repo goes into the model key."""
+    def record(self) -> RepoRecord:
+        """This repo as the entry's manifest records it."""
+        every = (*self.files, *self.weights)
         return {
+            "role": self.request.role,
             "repo": self.request.repo,
+            "revision": self.request.revision,
             "commit": self.commit,
             "weight_commit": self.weight_commit,
-            "files": {f.path: f.digest for f in (*self.files, *self.weights)},
-            "sizes": {f.path: f.size for f in (*self.files, *self.weights) if f.size is not None},
+            "files": {f.path: f.digest for f in every},
+            "sizes": {f.path: f.size for f in every if f.size is not None},
         }
+
+    def key_inputs(self) -> dict[str, Any]:
+        """What of this repo goes into the model key: its commits and its files' digests (which
+        fix their sizes too)."""
+        record = self.record()
+        return {name: record[name] for name in ("repo", "commit", "weight_commit", "files")}
 
 
 @dataclass
@@ -167,7 +178,7 @@ def _listing_once(
         raise errors.RevisionNotFound(
             f"{repo}: the hub answered commit {info.sha} for pinned commit {pinned}"
         )
-    if not re.fullmatch(r"[0-9a-f]{40}", str(info.sha)):  # joined to snapshots/ below
+    if not re.fullmatch(COMMIT, str(info.sha)):  # joined to snapshots/ below
         raise errors.UnsafeHubListing(
             f"{repo}@{revision}: the hub answered {str(info.sha)[:80]!r} for a commit"
         )
@@ -259,11 +270,8 @@ def resolve(request: RepoRequest, hub: HubClient) -> ResolvedRepo:
     )
 
 
-git_blob_id = checksums.git_blob_id
-
-
 def _verify_small_file(path: Path, remote: RemoteFile, where: str) -> None:
-    if remote.blob_id and git_blob_id(path) != remote.blob_id:
+    if remote.blob_id and checksums.git_blob_id(path) != remote.blob_id:
         blob = path.resolve()
         blob.unlink(missing_ok=True)
         path.unlink(missing_ok=True)
@@ -275,7 +283,7 @@ def _verify_small_file(path: Path, remote: RemoteFile, where: str) -> None:
 def bytes_to_fetch(resolved: ResolvedRepo, hub: HubClient) -> int:
     """What downloading ``resolved`` still adds to the volume, from the hub's listed sizes: a blob
     already there counts nothing, a partial one what it lacks."""
-    blobs = hub.layout.hub_cache / _repo_folder(resolved.request.repo) / "blobs"
+    blobs = hub.layout.repo_dir(resolved.request.repo) / "blobs"
     needed = 0
     for remote, commit in [(f, resolved.weight_commit) for f in resolved.weights] + [
         (f, resolved.commit) for f in resolved.files
@@ -288,7 +296,7 @@ def bytes_to_fetch(resolved: ResolvedRepo, hub: HubClient) -> int:
             needed += size - (partial.stat().st_size if partial.is_file() else 0)
         elif (
             resolved.request.force_download
-            or not (snapshot_dir(hub, resolved.request.repo, commit) / remote.path).exists()
+            or not (hub.layout.snapshot_dir(resolved.request.repo, commit) / remote.path).exists()
         ):
             needed += size
     return max(needed, 0)
@@ -297,7 +305,7 @@ def bytes_to_fetch(resolved: ResolvedRepo, hub: HubClient) -> int:
 def remove_partials(resolved: ResolvedRepo, hub: HubClient) -> None:
     """Delete this repository's partial downloads (after the volume ran full: they would keep it
     full for every other warm-up)."""
-    blobs = hub.layout.hub_cache / _repo_folder(resolved.request.repo) / "blobs"
+    blobs = hub.layout.repo_dir(resolved.request.repo) / "blobs"
     for partial in blobs.glob("*.incomplete") if blobs.is_dir() else ():
         partial.unlink(missing_ok=True)
 
@@ -330,7 +338,7 @@ def download(resolved: ResolvedRepo, hub: HubClient, *, progress: bool) -> Downl
         results = [future.result() for future in futures]
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    _record_ref(hub.layout.hub_cache / _repo_folder(request.repo), request.revision, resolved.commit)
+    _record_ref(hub.layout.repo_dir(request.repo), request.revision, resolved.commit)
     return DownloadStats(
         files=len(results),
         bytes=sum(r.bytes for r in results),
@@ -338,11 +346,6 @@ def download(resolved: ResolvedRepo, hub: HubClient, *, progress: bool) -> Downl
         resumed_bytes=sum(r.resumed_bytes for r in results),
         seconds=round(time.monotonic() - started, 3),
     )
-
-
-def _repo_folder(repo: str) -> str:
-    """The repo's folder in the HF cache, as huggingface_hub names it."""
-    return "models--" + repo.replace("/", "--")
 
 
 def _download_file(
@@ -353,14 +356,14 @@ def _download_file(
 
     request = resolved.request
     result = DownloadStats(files=1)
-    snapshot = snapshot_dir(hub, request.repo, commit) / remote.path
+    snapshot = hub.layout.snapshot_dir(request.repo, commit) / remote.path
     if remote.sha256:
         fetch = _fetch(
             request,
             commit,
             url=_file_url(hub, request.repo, remote.path, commit),
             headers=_headers(hub),
-            blob=hub.layout.hub_cache / _repo_folder(request.repo) / "blobs" / remote.sha256,
+            blob=hub.layout.repo_dir(request.repo) / "blobs" / remote.sha256,
             sha256=remote.sha256,
             size=remote.size,
             force=request.force_download,
@@ -421,8 +424,3 @@ def _headers(hub: HubClient) -> dict[str, str]:
     from huggingface_hub.utils._headers import build_hf_headers
 
     return dict(build_hf_headers(token=hub.token or False))
-
-
-def snapshot_dir(hub: HubClient, repo: str, commit: str) -> Path:
-    """Where the downloaded files of a commit are linked in the HF cache."""
-    return hub.layout.hub_cache / _repo_folder(repo) / "snapshots" / commit

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 
 from modelwarmup import errors
-from modelwarmup.api.spec import DEVICES, REPO_ID, REVISION, revision_problem
+from modelwarmup.api.spec import COMMIT, DEVICES, REPO_ID, REVISION, revision_problem
 from modelwarmup.compilation.settings import CompileSettings
 from modelwarmup.contracts import compile as compile_contract
 from modelwarmup.worker import options
@@ -69,6 +69,11 @@ class WarmCacheRequest(BaseModel):
     token_file: Path | None = None
     termination_log: Path | None = None
     lock_timeout_s: float = 3600.0
+
+    @property
+    def repos(self) -> list[RepoRequest]:
+        """Every repository to download: the model, its draft, its adapters, in that order."""
+        return [self.model, *([self.draft] if self.draft else []), *self.loras]
 
 
 def _config_values(path: str, section: str | None) -> dict[str, Any]:
@@ -153,16 +158,13 @@ def _check_revision(flag: str, revision: Any) -> str | None:
     return revision
 
 
-COMMIT = re.compile(r"^[0-9a-f]{40}$")
-
-
 def _pins(items: list[str]) -> dict[str, str]:
     """``--pin REPO@REVISION=COMMIT`` values, by ``REPO@REVISION``."""
     pins: dict[str, str] = {}
     for item in items:
         named, sep, commit = str(item).rpartition("=")
         repo, at, revision = named.partition("@")
-        if not (sep and at and COMMIT.match(commit)):
+        if not (sep and at and re.fullmatch(COMMIT, commit)):
             raise errors.InvalidOptionError(f"--pin {item!r}: use REPO@REVISION=COMMIT (a 40-character sha)")
         _check_repo("pin", repo)
         _check_revision("pin", revision)
@@ -171,15 +173,19 @@ def _pins(items: list[str]) -> dict[str, str]:
     return pins
 
 
-def _pinned(repos: list[RepoRequest], pins: dict[str, str]) -> list[RepoRequest]:
-    """The repositories with their pinned commits; a pin that names none of them is an error."""
+def _check_pins_used(pins: dict[str, str], repos: list[RepoRequest]) -> None:
+    """A pin that names none of the requested revisions is an error (a typo, a stale pin)."""
     unused = set(pins) - {r.pin for r in repos}
     if unused:
         asked = ", ".join(sorted({r.pin for r in repos}))
         raise errors.InvalidOptionError(
             f"--pin {', '.join(sorted(unused))} names no requested revision ({asked})"
         )
-    return [r.model_copy(update={"pinned": pins[r.pin]}) if r.pin in pins else r for r in repos]
+
+
+def _pinned(repo: RepoRequest, pins: dict[str, str]) -> RepoRequest:
+    """The repository with the commit its revision is pinned to, if any."""
+    return repo.model_copy(update={"pinned": pins[repo.pin]}) if repo.pin in pins else repo
 
 
 def _lora(spec: str) -> RepoRequest:
@@ -223,8 +229,8 @@ def _chat_template(value: str | None) -> str | None:
     if value is None:
         return None
     path = Path(value)
-    text = value
-    if len(value) < 4096 and path.is_file():
+    text, from_file = value, len(value) < 4096 and path.is_file()
+    if from_file:
         if path.stat().st_size > CHAT_TEMPLATE_LIMIT:
             raise errors.InvalidOptionError(
                 f"--chat-template {value}: larger than {CHAT_TEMPLATE_LIMIT} bytes"
@@ -239,7 +245,7 @@ def _chat_template(value: str | None) -> str | None:
         shown = value if len(value) < 200 else value[:200] + "…"
         what = (
             "a file that holds no Jinja template"
-            if text is not value
+            if from_file
             else "neither a file that exists nor a Jinja template"
         )
         raise errors.InvalidOptionError(f"--chat-template {shown!r}: {what} (no '{{{{' or '{{%')")
@@ -337,11 +343,11 @@ def build_request(args: argparse.Namespace) -> WarmCacheRequest:
             role="draft",
         )
     loras = [_lora(spec) for spec in values.get("lora_paths") or ()]
-    model, *rest = _pinned([model, *([draft] if draft else []), *loras], _pins(values.get("pin") or []))
-    if draft is not None:
-        draft, *loras = rest
-    else:
-        loras = rest
+    pins = _pins(values.get("pin") or [])
+    _check_pins_used(pins, [model, *([draft] if draft else []), *loras])
+    model = _pinned(model, pins)
+    draft = _pinned(draft, pins) if draft is not None else None
+    loras = [_pinned(lora, pins) for lora in loras]
     if not values["compile"] and values.get("aot_inductor"):
         raise errors.InvalidOptionError(
             "--aot-inductor needs compilation: drop --no-compile or --aot-inductor"

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelwarmup import errors
+from modelwarmup.cache import layout
 
 if TYPE_CHECKING:
     from hashlib import _Hash
@@ -44,8 +45,7 @@ class FetchResult:
 @contextlib.contextmanager
 def _blob_lock(blob: Path) -> Iterator[None]:
     """The lock huggingface_hub takes for the same blob (flock: freed if the holder dies)."""
-    repo_dir = blob.parent.parent
-    lock = repo_dir.parent / ".locks" / repo_dir.name / f"{blob.name}.lock"
+    lock = layout.blob_lock_file(blob)
     lock.parent.mkdir(parents=True, exist_ok=True)
     blob.parent.mkdir(parents=True, exist_ok=True)
     with lock.open("a+") as handle:

@@ -151,17 +151,8 @@ def warm_cache(request: WarmCacheRequest, environ: Mapping[str, str]) -> WorkerS
                 return _hit(known, started, how="ref")
             broken = known_entry
 
-    hub = download.HubClient(
-        endpoint=environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/"),
-        token=read_token(request.token_file, environ),
-        layout=cache,
-    )
-    with report.timed("resolve", repo=request.model.repo, revision=request.model.revision) as fields:
-        repos = [download.resolve(request.model, hub)]
-        if request.draft is not None:
-            repos.append(download.resolve(request.draft, hub))
-        repos += [download.resolve(lora, hub) for lora in request.loras]
-        fields["commit"] = repos[0].commit
+    hub = _hub(request, cache, environ)
+    repos = _resolve(request, hub)
     settings = with_device(request.compile, device) if request.compile is not None else None
     model_key = compute_model_key(request, repos, settings)
     entry_key = f"{model_key}/{platform_key}"
@@ -282,20 +273,28 @@ def _build(
     )
 
 
+def _hub(request: WarmCacheRequest, cache: CacheLayout, environ: Mapping[str, str]) -> download.HubClient:
+    return download.HubClient(
+        endpoint=environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/"),
+        token=read_token(request.token_file, environ),
+        layout=cache,
+    )
+
+
+def _resolve(request: WarmCacheRequest, hub: download.HubClient) -> list[download.ResolvedRepo]:
+    """Every repository of the request pinned to commits, with the files to download."""
+    with report.timed("resolve", repo=request.model.repo, revision=request.model.revision) as fields:
+        repos = [download.resolve(repo, hub) for repo in request.repos]
+        fields["commit"] = repos[0].commit
+    return repos
+
+
 def _resolve_only(
     request: WarmCacheRequest, cache: CacheLayout, environ: Mapping[str, str], started: float
 ) -> WorkerSummary:
     """Resolve every revision to a commit (listing its files, so a missing file fails here too)
     and report them as pins; the operator passes the pins to every target's warm-up."""
-    hub = download.HubClient(
-        endpoint=environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/"),
-        token=read_token(request.token_file, environ),
-        layout=cache,
-    )
-    asked = [request.model, *([request.draft] if request.draft else []), *request.loras]
-    with report.timed("resolve", repo=request.model.repo, revision=request.model.revision) as fields:
-        repos = [download.resolve(repo, hub) for repo in asked]
-        fields["commit"] = repos[0].commit
+    repos = _resolve(request, _hub(request, cache, environ))
     pins = tuple(f"{r.request.pin}={r.commit}" for r in repos)
     return WorkerSummary(
         ok=True,
@@ -322,10 +321,10 @@ def _compile(
         return None
     from modelwarmup.compilation import compiler
 
-    source = download.snapshot_dir(hub, model.request.repo, model.commit)
+    source = hub.layout.snapshot_dir(model.request.repo, model.commit)
     if model.weight_commit != model.commit:
         source = _merged_source(
-            staging, source, download.snapshot_dir(hub, model.request.repo, model.weight_commit), model
+            staging, source, hub.layout.snapshot_dir(model.request.repo, model.weight_commit), model
         )
     weights = [source / w.path for w in model.weights]
     model_checks.check_weight_dtype(weights, settings.dtype, request.allow_dtype_cast)
@@ -382,18 +381,7 @@ def _manifest(
         "revision": main.request.revision,
         "commit": main.commit,
         "weight_commit": main.weight_commit,
-        "repos": [
-            {
-                "role": r.request.role,
-                "repo": r.request.repo,
-                "revision": r.request.revision,
-                "commit": r.commit,
-                "weight_commit": r.weight_commit,
-                "files": {f.path: f.digest for f in (*r.files, *r.weights)},
-                "sizes": {f.path: f.size for f in (*r.files, *r.weights) if f.size is not None},
-            }
-            for r in repos
-        ],
+        "repos": [r.record() for r in repos],
         "hf_home": "hf",
         "platform": fingerprint,
         "compile": settings.model_dump(mode="json") if settings is not None else None,
