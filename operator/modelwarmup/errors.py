@@ -176,6 +176,13 @@ class CompiledOutputMismatchError(PermanentError, ArithmeticError):
     reason = "CompiledOutputMismatch"
 
 
+class CompileFailed(PermanentError, RuntimeError):
+    """torch.compile (Dynamo, Inductor, export) refused this model with these settings: the same
+    input fails the same way on every retry."""
+
+    reason = "CompileFailed"
+
+
 class SchemaError(ValueError):
     """The API models produced a schema Kubernetes cannot take as structural (a build-time bug)."""
 

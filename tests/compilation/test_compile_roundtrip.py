@@ -1,10 +1,11 @@
 """Compile in one fresh process, serve warm from its artifacts in another.
 
-The slow tests are the real thing on a tiny random Llama (CPU, float32): the warm-up process
+The slow tests are the real thing on tiny random models (CPU, float32): the warm-up process
 writes an entry with compile_model, a second process activates it, wraps a freshly loaded model
-with compile_for_serving and runs a sequence length that was never compiled. Inductor must then
-report only FX-graph-cache hits, and the output must match eager. Separate processes matter:
-in one process Dynamo's in-memory caches would hide a broken on-disk cache.
+with compile_for_serving and serves a prompt length that was never compiled, as a scoring
+forward and as ``generate()`` with the model's own KV cache. Inductor must then report only
+FX-graph-cache hits, and logits and tokens must match eager. Separate processes matter: in one
+process Dynamo's in-memory caches would hide a broken on-disk cache.
 """
 
 from __future__ import annotations
@@ -88,14 +89,18 @@ SERVE = """
     settings = CompileSettings.model_validate_json({settings!r})
     model = compile_for_serving(load_model(Path({model!r}), settings), settings)
     ids = torch.randint(0, 250, (1, {length}), generator=torch.Generator().manual_seed(7))
+    generate = dict(attention_mask=torch.ones_like(ids), max_new_tokens=16, do_sample=False)
     with torch.no_grad():
         t0 = time.perf_counter()
         out = model(input_ids=ids, use_cache=False).logits
         first = time.perf_counter() - t0
+        tokens = model.generate(ids, **generate)
         stats = cache_stats()
         with torch.compiler.set_stance("force_eager"):
             ref = model(input_ids=ids, use_cache=False).logits
+            ref_tokens = model.generate(ids, **generate)
         result = {{"stats": stats, "diff": (out - ref).abs().max().item(), "first_call_s": first,
+                   "same_tokens": tokens.tolist() == ref_tokens.tolist(), "new": tokens.shape[1] - ids.shape[1],
                    "activation": json.loads(json.dumps(dataclasses.asdict(activation), default=str))}}
         aoti = load_aoti(Path({entry!r}))
         if aoti is not None:
@@ -134,8 +139,12 @@ def test_compile_then_serve_warm(
     report = _run_python(
         COMPILE.format(settings=settings.model_dump_json(), model=str(tiny_model), entry=str(entry))
     )
-    assert report["graph_count"] == 1  # one dynamic-length graph serves both lengths (and all layers)
-    assert report["counters"]["fxgraph_cache_miss"] == 1
+    # Scoring: one dynamic-length graph serves both lengths (and all layers, when regional).
+    # generate(): prefill with an empty cache, the first step, and the steps after it, all
+    # dynamic in the cache's length.
+    assert report["graph_count"] == 4
+    assert report["counters"]["fxgraph_cache_miss"] == 4
+    assert [g["same_tokens"] for g in report["generation"]] == [True, True]
     assert report["max_abs_diff"] < 1e-4
     assert (entry / "inductor" / "fxgraph").is_dir()
     assert (entry / "megacache.bin").stat().st_size > 0
@@ -156,6 +165,7 @@ def test_compile_then_serve_warm(
     assert stats["fxgraph_cache_miss"] == 0, stats
     assert stats["autograd_cache_miss"] == 0, stats
     assert served["diff"] < 1e-4
+    assert served["same_tokens"] and served["new"] == 16
     assert served["activation"]["copied_files"] > 0
     assert served["activation"]["inductor_dir"] == str((tmp_path / "private").resolve())
     if aot_inductor:
@@ -213,6 +223,40 @@ def test_platform_key_stable_and_sensitive(tmp_path: Path, monkeypatch: pytest.M
     assert env == {"OMP_NUM_THREADS": "4"}
 
 
+FINGERPRINT = """
+import json, sys
+from modelwarmup.compilation.platform import platform_fingerprint
+print(json.dumps(platform_fingerprint("cpu")))
+"""
+
+
+def test_the_same_interpreter_by_another_name_is_the_same_platform(tmp_path: Path) -> None:
+    """A server started as `python` and a worker started as `python3` (or the console script):
+    one interpreter, one key; the names are links to the same file."""
+    names = [Path(sys.executable).with_name(name) for name in ("python", "python3")]
+    names = [name for name in names if name.exists()]
+    if len(names) < 2:
+        pytest.skip("this environment has no python/python3 pair")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TORCHINDUCTOR_", "TRITON_"))}
+    env.update(PYTHONPATH=str(ROOT / "operator"), TORCHINDUCTOR_CACHE_DIR=str(tmp_path))
+    prints = [
+        json.loads(
+            subprocess.run(
+                [str(name), "-c", FINGERPRINT],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=300,
+            ).stdout.splitlines()[-1]
+        )
+        for name in names
+    ]
+    assert prints[0] == prints[1]
+    assert prints[0]["python_executable"] == os.path.realpath(sys.executable)
+    assert "transformers" not in prints[0] and "python_prefix" not in prints[0]
+
+
 def test_settings_cache_digest_covers_every_setting() -> None:
     base = CompileSettings(dtype="float32", max_length=128, max_batch_size=4, batch_sizes=(1, 2))
     variants = {
@@ -255,3 +299,41 @@ def test_settings_cache_digest_covers_every_setting() -> None:
 def test_settings_reject_bad_values(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         CompileSettings.model_validate(bad)
+
+
+@pytest.mark.slow
+def test_sliding_window_model_generates_warm_on_both_sides_of_its_window(tmp_path: Path) -> None:
+    """Gemma 3's layout: a sliding-window layer next to a full-attention one, the window (8)
+    far below max_length, which a strict dynamic range turned into ConstraintViolationError."""
+    from tests.devkit.tiny_model import make_tiny_causal_lm
+
+    model = make_tiny_causal_lm(
+        tmp_path / "gemma3",
+        "gemma3_text",
+        head_dim=16,
+        sliding_window=8,
+        layer_types=["sliding_attention", "full_attention"],
+    )
+    settings = CompileSettings(dtype="float32", max_length=64, sequence_lengths=(16,))
+    entry = tmp_path / "entry"
+    report = _run_python(
+        COMPILE.format(settings=settings.model_dump_json(), model=str(model), entry=str(entry))
+    )
+    # 16 alone lies beyond the window: the warm-up adds prompts below it, filling it, past it.
+    assert [s["sequence_length"] for s in report["shapes"]] == [4, 8, 9, 16]
+    assert all(g["same_tokens"] for g in report["generation"]) and len(report["generation"]) == 4
+    # transformers counts a sliding window's position in a Python int: steps stay eager.
+    assert report["eager_decode_steps"] > 0
+    for length in (5, 13):  # within the window and beyond it, neither warmed
+        served = _run_python(
+            SERVE.format(
+                entry=str(entry),
+                private=str(tmp_path / f"private-{length}"),
+                settings=settings.model_dump_json(),
+                model=str(model),
+                length=length,
+            )
+        )
+        assert served["stats"]["fxgraph_cache_miss"] == 0, served["stats"]
+        assert served["stats"]["fxgraph_cache_hit"] > 0, served["stats"]
+        assert served["same_tokens"] and served["diff"] < 1e-4

@@ -136,6 +136,100 @@ def make_tiny_llama(
     return dest
 
 
+def make_tiny_causal_lm(dest: Path, model_type: str, *, seed: int = 0, **overrides: Any) -> Path:
+    """Write a random causal LM of any transformers ``model_type`` (its own config class, tiny
+    sizes) with the devkit tokenizer into ``dest``; ``overrides`` go into the config, e.g.
+    ``sliding_window=8``. Sizes follow the Llama-style names; GPT-2's are mapped."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    tokenizer = _build_tokenizer()
+    sizes: dict[str, Any] = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 512,
+    }
+    if model_type == "gpt2":
+        sizes = {
+            "vocab_size": sizes["vocab_size"],
+            "n_embd": 64,
+            "n_layer": 2,
+            "n_head": 4,
+            "n_positions": 512,
+        }
+    config = AutoConfig.for_model(
+        model_type,
+        **sizes,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **overrides,
+    )
+    generator_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config).eval()
+    finally:
+        torch.random.set_rng_state(generator_state)
+    model.save_pretrained(dest)
+    tokenizer.save_pretrained(dest)
+    return dest
+
+
+def make_tiny_sentence_transformer(dest: Path, *, seed: int = 0) -> Path:
+    """Write a sentence-transformers embedding model into ``dest`` with the library itself: a tiny
+    random BERT (``BertModel``, a WordPiece vocabulary of letters), mean pooling, normalisation.
+
+    Files as the hub holds them: config.json, model.safetensors, tokenizer files, modules.json,
+    sentence_bert_config.json, config_sentence_transformers.json, 1_Pooling/config.json,
+    2_Normalize/config.json (and a README the library writes).
+    """
+    import shutil
+    import tempfile
+
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Normalize, Transformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters, *("##" + c for c in letters)]
+    with tempfile.TemporaryDirectory() as scratch:
+        base = Path(scratch)
+        (base / "vocab.txt").write_text("\n".join(vocab) + "\n")
+        tokenizer = BertTokenizerFast(vocab_file=str(base / "vocab.txt"))  # type: ignore[no-untyped-call]
+        config = BertConfig(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=128,
+        )
+        generator_state = torch.random.get_rng_state()
+        try:
+            torch.manual_seed(seed)
+            BertModel(config).eval().save_pretrained(base)  # type: ignore[no-untyped-call]
+        finally:
+            torch.random.set_rng_state(generator_state)
+        tokenizer.save_pretrained(base)
+        transformer = Transformer(str(base), max_seq_length=128)
+        pooling = Pooling(transformer.get_word_embedding_dimension(), pooling_mode="mean")
+        model = SentenceTransformer(modules=[transformer, pooling, Normalize()])
+        dest = Path(dest)
+        if dest.exists():
+            shutil.rmtree(dest)
+        model.save(str(dest))
+    return dest
+
+
 def make_tiny_lora(
     dest: Path,
     base_config: Path | Mapping[str, Any],

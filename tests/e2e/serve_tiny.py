@@ -1,5 +1,5 @@
 """A stand-in model server: load the model from the Hugging Face cache, compile it as modelwarmup
-does, run one request, print one JSON line, exit.
+does, answer one completion request (``generate()``), print one JSON line, exit.
 
 Real serving images run their own server; what matters for a warm start is the same: the weights
 come from ``HF_HOME`` offline, and torch.compile finds its artifacts. This script is run as a
@@ -47,11 +47,12 @@ def main() -> int:
     )
     model = recipe.compile_for_serving(model.to(settings.device).eval(), settings)
     ids = torch.randint(0, 250, (1, args.length), generator=torch.Generator().manual_seed(7))
-    with torch.no_grad():
-        logits = model(input_ids=ids, use_cache=False).logits
+    with torch.no_grad():  # a completion request: prefill, then decoding steps
+        tokens = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False)
     result = {
         "first_output_at": time.time(),
-        "next_token": int(logits[0, -1].argmax()),
+        "next_token": int(tokens[0, args.length]),
+        "tokens": tokens[0, args.length :].tolist(),
         "stats": recipe.cache_stats(),
         "activated": os.environ.get("MODELWARMUP_ACTIVATED", ""),
     }

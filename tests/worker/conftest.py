@@ -4,8 +4,8 @@
   Repos: ``tiny/llama`` (the tiny Llama plus files serving must not download), ``tiny/draft``,
   ``tiny/lora`` (an adapter for tiny/llama), ``tiny/gated`` (needs :data:`TOKEN`) and ``tiny/big``
   (about 9 MB of weights, for resume tests).
-* ``warmed`` — ``tiny/llama`` compiled once for the session by a real worker process (float32,
-  CPU, with a few server-only options); tests that change the cache work on a copy of it.
+* ``warmed`` — ``tiny/llama`` compiled once for the session by a real worker process (CPU, the
+  compile defaults, a few server-only options); tests that change the cache work on a copy of it.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ BIG = "tiny/big"
 TOKEN = "hf_mwTestSecret7f3c9a1e5b2d8c4f6a0e"
 # Files of tiny/llama that serving does not need (a second copy of the weights, docs, other formats).
 UNWANTED = ("README.md", "pytorch_model.bin", "onnx/model.onnx", "original/consolidated.safetensors")
-COMPILE = ("--quantization-encoding", "float32", "--devices", "cpu")
+# The compile defaults (dtype auto, maxLength 2048) on purpose: `warmed` shows they fit the tiny model.
+COMPILE = ("--devices", "cpu")
 SERVER_OPTIONS = ("--enable-prefix-caching", "--max-num-steps", "4", "--served-model-name", "tiny")
 MiB = 1024 * 1024
 

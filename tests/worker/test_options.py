@@ -72,6 +72,20 @@ def test_float32_weights_need_the_cast_flag_for_bfloat16(hub: LocalHub, tmp_path
 
 
 @pytest.mark.slow
+def test_the_defaults_fit_the_checkpoint(warmed: Warmed) -> None:
+    """No dtype and no length given: the checkpoint's float32, and maxLength 2048 capped to the
+    256 positions the tiny model has, each said once on stderr; the manifest records what was
+    compiled, which is what serving compiles with."""
+    compiled = warmed.manifest["compile"]
+    assert compiled["dtype"] == "float32"
+    assert compiled["max_length"] == 256 and compiled["sequence_lengths"] == [16, 64]
+    assert "dtype auto: compiling in the checkpoint's float32" in warmed.run.stderr
+    assert "--max-length 2048 is above the 256 positions this model has" in warmed.run.stderr
+    generated = warmed.manifest["compile_report"]["generation"]
+    assert [(g["prompt_length"], g["same_tokens"]) for g in generated] == [(16, True), (64, True)]
+
+
+@pytest.mark.slow
 def test_server_options_are_recorded_and_do_not_change_the_key(hub: LocalHub, warmed: Warmed) -> None:
     manifest = warmed.manifest
     assert manifest["server_options"] == {
@@ -97,7 +111,7 @@ def test_config_file_section_gives_the_same_request(hub: LocalHub, warmed: Warme
             {
                 "tiny": {
                     "model-path": TINY,
-                    "quantization_encoding": "float32",  # underscores work as well as dashes
+                    "quantization_encoding": "auto",  # underscores work as well as dashes
                     "devices": "cpu",
                     "enable-prefix-caching": True,
                 },

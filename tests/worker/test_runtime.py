@@ -37,8 +37,9 @@ if sys.argv[3] == "compile":
 ids = torch.randint(0, 250, (1, 13), generator=torch.Generator().manual_seed(7))  # length 13: never compiled
 with torch.no_grad():
     logits = model(input_ids=ids, use_cache=False).logits
+    tokens = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False)
 print(json.dumps({"next_token": int(logits[0, -1].argmax()), "activated": os.environ.get("MODELWARMUP_ACTIVATED", ""),
-                  "modelwarmup": loader.__file__}))
+                  "tokens": tokens[0, 13:].tolist(), "stats": recipe.cache_stats(), "modelwarmup": loader.__file__}))
 """
 
 
@@ -72,6 +73,7 @@ def _serve(warmed: Warmed, tmp_path: Path, *, cache: Path, key: str, mode: str) 
 
 
 def test_autoload_serves_a_new_length_from_the_warmed_entry(warmed: Warmed, tmp_path: Path) -> None:
+    """A scoring forward and then generate(): prefill and every decoding step come from the entry."""
     result, stderr = _serve(
         warmed, tmp_path, cache=warmed.cache, key=warmed.summary["model_key"], mode="compile"
     )
@@ -81,7 +83,50 @@ def test_autoload_serves_a_new_length_from_the_warmed_entry(warmed: Warmed, tmp_
     assert lines, stderr[-4000:]
     stats = json.loads(lines[0].removeprefix("modelwarmup: "))["compile_cache"]
     assert stats["fxgraph_cache_hit"] > 0 and stats["fxgraph_cache_miss"] == 0, stats
+    # The scoring graph, then prefill, the first step and the later steps of generate().
+    assert result["stats"]["fxgraph_cache_hit"] == 4 and result["stats"]["fxgraph_cache_miss"] == 0, result
     assert "WARNING" not in stderr
+    eager, _ = _serve(warmed, tmp_path, cache=warmed.cache, key="tiny--llama-0000000000000000", mode="eager")
+    assert result["tokens"] == eager["tokens"] and len(result["tokens"]) == 12
+
+
+def _guide_snippet() -> str:
+    guide = (runner.ROOT / "docs" / "guide.md").read_text()
+    section = guide[guide.index("In a server of your own, call it explicitly:") :]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+GUIDE = """
+import json, sys, torch
+from pathlib import Path
+from transformers import AutoModelForCausalLM
+from modelwarmup.compilation import recipe
+
+entry_dir = Path(sys.argv[1])
+model = AutoModelForCausalLM.from_pretrained(sys.argv[2], dtype="auto").eval()
+ids = torch.randint(0, 250, (1, 21), generator=torch.Generator().manual_seed(3))
+inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+with torch.no_grad():
+    reference = model.generate(**inputs, max_new_tokens=64, do_sample=False)
+    exec(sys.argv[3])
+print(json.dumps({"stats": recipe.cache_stats(), "same": output.tolist() == reference.tolist(), "aoti": aoti is None}))
+"""
+
+
+def test_the_guides_server_snippet_runs_as_written_and_generates_warm(warmed: Warmed, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", GUIDE, str(warmed.entry), TINY, _guide_snippet()],
+        env=runner.clean_env(
+            {"HF_HOME": str(warmed.cache / "hf"), "HF_HUB_OFFLINE": "1", "TMPDIR": str(tmp_path)}
+        ),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["stats"]["fxgraph_cache_miss"] == 0 and result["stats"]["fxgraph_cache_hit"] == 3, result
+    assert result["same"] and result["aoti"]  # the tokens of eager; this entry has no AOTI package
 
 
 def test_autoload_without_an_entry_warns_and_serves_cold(warmed: Warmed, tmp_path: Path) -> None:

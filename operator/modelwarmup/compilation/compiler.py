@@ -2,9 +2,11 @@
 
 The run loads the model as serving will (same dtype, device, remote-code policy), wraps it with
 :func:`modelwarmup.runtime.loader.compile_for_serving` - the very function serving processes call,
-so graphs and Inductor cache keys match - and runs one prefill-style forward (``use_cache=False``)
-per batch size and sequence length. Every compiled output is checked against eager within a
-dtype-dependent tolerance: a wrong kernel would otherwise be cached and served silently.
+so graphs and Inductor cache keys match - and, per batch size and sequence length (the settings'
+and those the model's sliding window asks for), runs what servers run: a scoring forward
+(``use_cache=False``) and ``generate()`` with the model's own KV cache, prefill and decoding
+steps. Every compiled output is checked against eager (logits within a dtype-dependent
+tolerance, the same generated tokens): a wrong kernel would otherwise be cached and served.
 
 The entry it writes into ``artifacts_dir``:
 
@@ -14,13 +16,16 @@ The entry it writes into ``artifacts_dir``:
   small; on CPU it alone barely helps (kernels are rebuilt), but it costs little and carries
   autotuning and PGO results on GPU.
 * ``aoti/model.pt2`` (``aot_inductor``): an AOTInductor package of ``input_ids -> logits`` with
-  dynamic batch and sequence dims; it loads in about eager time without a C++ compiler.
+  dynamic batch and sequence dims; it loads in about eager time without a C++ compiler. It has
+  no KV cache: it is a prefill and scoring path (a server generating with it would recompute
+  the whole sequence for every token), not a generation one.
 
 torch and transformers are imported inside the functions.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from functools import partial
@@ -32,6 +37,7 @@ from pydantic import BaseModel, ConfigDict
 from modelwarmup import errors
 from modelwarmup.cache import layout
 from modelwarmup.compilation import recipe
+from modelwarmup.compilation.limits import ModelLimits, read_limits
 from modelwarmup.compilation.settings import CompileSettings
 
 if TYPE_CHECKING:
@@ -53,10 +59,26 @@ class ShapeTiming(BaseModel):
 
     batch_size: int
     sequence_length: int
+    padded: bool = False
+    """The batch's last row was padded (encoders: a batch of texts of different lengths)."""
     compiled_seconds: float
     eager_seconds: float
     max_abs_diff: float
     tolerance: float
+
+
+class GenerationTiming(BaseModel):
+    """One exercised ``generate()`` call: prefill and decoding steps with the model's KV cache."""
+
+    model_config = ConfigDict(frozen=True)
+
+    batch_size: int
+    prompt_length: int
+    new_tokens: int
+    compiled_seconds: float
+    eager_seconds: float
+    same_tokens: bool
+    """Compiled and eager chose the same tokens (else they parted at a near-tie, within tolerance)."""
 
 
 class CompileReport(BaseModel):
@@ -70,6 +92,12 @@ class CompileReport(BaseModel):
     compile_seconds: float
     """Wall time of the compiled warm-up pass: all shapes' first compiled calls together."""
     shapes: list[ShapeTiming]
+    generation: list[GenerationTiming] = []
+    """``generate()`` calls warmed; empty for models that do not generate (encoders)."""
+    eager_decode_steps: int = 0
+    """Decoding steps that ran eagerly: those of models with sliding-window layers (see recipe)."""
+    warnings: list[str] = []
+    """What serving will still compile on its own, in words (the worker logs each)."""
     max_abs_diff: float
     graph_count: int
     counters: dict[str, int]
@@ -101,6 +129,8 @@ def compile_model(model_dir: Path, settings: CompileSettings, artifacts_dir: Pat
 
     Raises CompiledOutputMismatchError when compiled and eager logits disagree.
     """
+    if settings.dtype == "auto":
+        raise ValueError("compile_model needs a concrete dtype: fit 'auto' to the checkpoint first")
     artifacts_dir.mkdir(parents=True, exist_ok=True)
     # Before torch compiles anything in this process.
     recipe.configure_inductor(artifacts_dir / layout.INDUCTOR_DIRNAME)
@@ -113,31 +143,39 @@ def compile_model(model_dir: Path, settings: CompileSettings, artifacts_dir: Pat
     load_seconds = time.perf_counter() - started
 
     recipe.compile_for_serving(model, settings)
+    warmed = exercised_shapes(settings, read_limits(model_dir))
     shapes: list[ShapeTiming] = []
+    encoder = not cast(Any, model).can_generate()
     with torch.no_grad():
-        for batch, seq in exercised_shapes(settings):
+        for batch, seq in warmed:
             input_ids = _random_ids(model, batch, seq, settings.device)
-            compiled_s, out = _timed(settings, partial(_logits, model, input_ids))
-            with torch.compiler.set_stance("force_eager"):
-                eager_s, ref = _timed(settings, partial(_logits, model, input_ids))
-            diff, tol = _compare(out, ref, settings.dtype)
-            shapes.append(
-                ShapeTiming(
-                    batch_size=batch,
-                    sequence_length=seq,
-                    compiled_seconds=round(compiled_s, 4),
-                    eager_seconds=round(eager_s, 4),
-                    max_abs_diff=diff,
-                    tolerance=tol,
+            # An embedding server batches texts of different lengths: padding gives the layers
+            # a mask where an unpadded batch gives them none, another graph each.
+            for padded in (False, True) if encoder and batch >= 2 else (False,):
+                score = partial(_logits, model, input_ids, padded=padded)
+                compiled_s, out = _timed(settings, score)
+                with torch.compiler.set_stance("force_eager"):
+                    eager_s, ref = _timed(settings, score)
+                diff, tol = _compare(out, ref, settings.dtype)
+                shapes.append(
+                    ShapeTiming(
+                        batch_size=batch,
+                        sequence_length=seq,
+                        padded=padded,
+                        compiled_seconds=round(compiled_s, 4),
+                        eager_seconds=round(eager_s, 4),
+                        max_abs_diff=diff,
+                        tolerance=tol,
+                    )
                 )
-            )
-            del out, ref
-            if not diff <= tol:
-                raise errors.CompiledOutputMismatchError(
-                    f"compiled logits differ from eager by {diff:.3g} (tolerance {tol:.3g}) "
-                    f"at batch {batch}, length {seq}; not publishing these artifacts"
-                )
-    compile_seconds = sum(s.compiled_seconds for s in shapes)
+                del out, ref
+                if not diff <= tol:
+                    raise errors.CompiledOutputMismatchError(
+                        f"compiled logits differ from eager by {diff:.3g} (tolerance {tol:.3g}) "
+                        f"at batch {batch}, length {seq}; not publishing these artifacts"
+                    )
+    generation = _warm_generation(model, settings, warmed)
+    compile_seconds = sum(s.compiled_seconds for s in shapes) + sum(g.compiled_seconds for g in generation)
     after = recipe.cache_stats()
 
     megacache_artifacts: dict[str, int] = {}
@@ -159,6 +197,9 @@ def compile_model(model_dir: Path, settings: CompileSettings, artifacts_dir: Pat
         load_seconds=round(load_seconds, 3),
         compile_seconds=round(compile_seconds, 3),
         shapes=shapes,
+        generation=generation,
+        eager_decode_steps=recipe.eager_decode_steps(model),
+        warnings=_not_warmed(model, recipe.eager_decode_steps(model)),
         max_abs_diff=max(s.max_abs_diff for s in shapes),
         graph_count=after["unique_graphs"] - before["unique_graphs"],
         counters={k: v - before.get(k, 0) for k, v in after.items() if k != "unique_graphs"},
@@ -169,12 +210,51 @@ def compile_model(model_dir: Path, settings: CompileSettings, artifacts_dir: Pat
     )
 
 
-def load_model(model_dir: Path, settings: CompileSettings) -> torch.nn.Module:
-    """Load the causal LM as serving does: settings' dtype and device, eval mode."""
-    import torch
-    from transformers import AutoModelForCausalLM
+_COMPILER_MODULES = ("torch._dynamo", "torch._inductor", "torch.fx", "torch.export", "torch._export")
 
-    model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(
+
+def deterministic_failure(error: BaseException) -> errors.CompileFailed | None:
+    """The permanent error for a failure of torch's compiler stack, or None for anything else
+    (out of memory, a full disk, a bug of ours), which keeps its own type."""
+    module = type(error).__module__
+    if not module.startswith(_COMPILER_MODULES):
+        return None
+    first = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+    hint = ""
+    if type(error).__name__ == "ConstraintViolationError":
+        hint = "; the model's own limits clash with the dynamic range: lower --max-length"
+    return errors.CompileFailed(f"torch.compile failed: {type(error).__name__}: {first[:300]}{hint}")
+
+
+# Heads that generate; any other architecture (BertModel, an embedding model's XLMRobertaModel,
+# ...) is loaded as transformers' AutoModel: what sentence-transformers and embedding servers load.
+_GENERATIVE_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+
+
+def is_encoder(model_dir: Path) -> bool:
+    """Whether the repository in ``model_dir`` holds an encoder to serve as it is (embeddings),
+    rather than a causal LM: a sentence-transformers repository, or a config whose architectures
+    name no generative head."""
+    if (model_dir / "modules.json").is_file():
+        return True
+    try:
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    architectures = config.get("architectures") if isinstance(config, dict) else None
+    if not isinstance(architectures, list) or not architectures:
+        return False
+    return not any(str(name).endswith(_GENERATIVE_SUFFIXES) for name in architectures)
+
+
+def load_model(model_dir: Path, settings: CompileSettings) -> torch.nn.Module:
+    """Load the model as serving does: the settings' dtype and device, eval mode, and the head
+    servers use (a causal LM, or the bare encoder for embedding models)."""
+    import torch
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    auto = AutoModel if is_encoder(model_dir) else AutoModelForCausalLM
+    model: torch.nn.Module = auto.from_pretrained(
         str(model_dir),
         dtype=getattr(torch, settings.dtype),
         trust_remote_code=settings.trust_remote_code,
@@ -182,18 +262,110 @@ def load_model(model_dir: Path, settings: CompileSettings) -> torch.nn.Module:
     return model.to(settings.device).eval()
 
 
-def exercised_shapes(settings: CompileSettings) -> list[tuple[int, int]]:
-    """Every (batch size, sequence length) pair the warm-up runs, in a stable order."""
-    return [
-        (batch, seq)
-        for batch in sorted(set(settings.batch_sizes))
-        for seq in sorted(set(settings.sequence_lengths))
-    ]
+def exercised_shapes(
+    settings: CompileSettings, model_limits: ModelLimits | None = None
+) -> list[tuple[int, int]]:
+    """Every (batch size, sequence length) pair the warm-up runs, in a stable order: the
+    settings' lengths, and those the model's limits ask for (both sides of a sliding window)."""
+    lengths = tuple(settings.sequence_lengths)
+    if model_limits is not None:
+        lengths = model_limits.exercised_lengths(lengths, settings.max_length)
+    return [(batch, seq) for batch in sorted(set(settings.batch_sizes)) for seq in sorted(set(lengths))]
 
 
-def _logits(model: torch.nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
+def _logits(model: torch.nn.Module, input_ids: torch.Tensor, *, padded: bool = False) -> torch.Tensor:
+    """The scoring forward as servers call it: a causal LM's logits without a cache, or an
+    encoder's token embeddings with the keyword arguments its tokenizer gives (so that the
+    graph's guards match what sentence-transformers passes), the last row right-padded to half
+    its length when ``padded``."""
+    import torch
+
+    if not cast(Any, model).can_generate():
+        features: dict[str, Any] = {"input_ids": input_ids}
+        if int(getattr(cast(Any, model).config, "type_vocab_size", 0) or 0) > 0:
+            features["token_type_ids"] = torch.zeros_like(input_ids)
+        mask = torch.ones_like(input_ids)
+        if padded:
+            mask[-1, max(1, input_ids.shape[1] // 2) :] = 0
+        features["attention_mask"] = mask
+        hidden: torch.Tensor = model(**features, return_dict=True).last_hidden_state
+        return hidden * mask.unsqueeze(-1)  # what pooling reads: padded positions count for nothing
     logits: torch.Tensor = model(input_ids=input_ids, use_cache=False).logits
     return logits
+
+
+GENERATED_TOKENS = 8
+"""Tokens each warm-up ``generate()`` call produces: past the first decoding steps, where Dynamo
+settles on graphs dynamic in the cache's length."""
+
+
+def _warm_generation(
+    model: torch.nn.Module, settings: CompileSettings, warmed: list[tuple[int, int]]
+) -> list[GenerationTiming]:
+    """Run ``generate()`` as a server does, compiled and eager, for every exercised shape that
+    leaves room for new tokens; the tokens must agree (or part only at a near-tie)."""
+    import torch
+
+    if not callable(getattr(model, "can_generate", None)) or not cast(Any, model).can_generate():
+        return []
+    timings: list[GenerationTiming] = []
+    with torch.no_grad():
+        for batch, prompt in warmed:
+            new = min(GENERATED_TOKENS, settings.max_length - prompt)
+            if new < 1:
+                continue
+            ids = _random_ids(model, batch, prompt, settings.device)
+            compiled_s, out = _timed(settings, partial(_generate, model, ids, new))
+            with torch.compiler.set_stance("force_eager"):
+                eager_s, ref = _timed(settings, partial(_generate, model, ids, new))
+                same = _same_or_near_tie(model, out, ref, settings.dtype)
+            if same is None:
+                raise errors.CompiledOutputMismatchError(
+                    f"compiled generate() chose other tokens than eager at batch {batch}, prompt "
+                    f"length {prompt}, and not at a near-tie; not publishing these artifacts"
+                )
+            timings.append(
+                GenerationTiming(
+                    batch_size=batch,
+                    prompt_length=prompt,
+                    new_tokens=new,
+                    compiled_seconds=round(compiled_s, 4),
+                    eager_seconds=round(eager_s, 4),
+                    same_tokens=same,
+                )
+            )
+    return timings
+
+
+def _generate(model: torch.nn.Module, input_ids: torch.Tensor, new_tokens: int) -> torch.Tensor:
+    import torch
+
+    # As a server calls it: a tokenizer's attention mask, greedy, nothing returned but tokens.
+    # min_new_tokens keeps an end-of-sequence token from cutting the decoding steps short.
+    generated: torch.Tensor = cast(Any, model).generate(
+        input_ids=input_ids,
+        attention_mask=torch.ones_like(input_ids),
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=False,
+    )
+    return generated
+
+
+def _same_or_near_tie(
+    model: torch.nn.Module, out: torch.Tensor, ref: torch.Tensor, dtype: str
+) -> bool | None:
+    """True when the sequences agree; False when they first part where eager's logits of both
+    chosen tokens are within tolerance of each other (a tie broken differently); else None."""
+    if out.shape != ref.shape:
+        return None
+    if bool((out == ref).all()):
+        return True
+    row, col = min(((r, c) for r, c in (out != ref).nonzero().tolist()), key=lambda rc: (rc[1], rc[0]))
+    logits = _logits(model, ref[row : row + 1, :col])[0, -1].float()
+    atol, rtol = TOLERANCES[dtype]
+    gap = abs(float(logits[int(out[row, col])] - logits[int(ref[row, col])]))
+    return False if gap <= atol + rtol * float(logits.abs().max()) else None
 
 
 def _random_ids(model: torch.nn.Module, batch: int, seq: int, device: str) -> torch.Tensor:
@@ -230,6 +402,18 @@ def _compare(out: torch.Tensor, ref: torch.Tensor, dtype: str) -> tuple[float, f
     diff = float((out32 - ref32).abs().max().item())
     scale = float(ref32.abs().max().item())
     return diff, atol + rtol * scale
+
+
+def _not_warmed(model: torch.nn.Module, eager_decode_steps: int) -> list[str]:
+    notes = []
+    if getattr(cast(Any, model).config, "vision_config", None) is not None:
+        notes.append("image inputs are not warmed: text requests are, the first image request compiles")
+    if eager_decode_steps:
+        notes.append(
+            "decoding steps run eagerly: the model has sliding-window layers, whose position "
+            "transformers keeps in a Python int; prefill is compiled"
+        )
+    return notes
 
 
 def _package_aoti(model: torch.nn.Module, settings: CompileSettings, package: Path) -> tuple[float, float]:

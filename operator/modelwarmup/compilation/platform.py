@@ -6,7 +6,10 @@ AVX2 node fails or runs the wrong kernels) and not the GPU model beyond what the
 notices. A shared cache volume serves many nodes, so modelwarmup keys its entries by this
 fingerprint: torch/triton/CUDA versions, the GPU name and compute capability, the vector ISA
 Inductor picks and the CPU flags behind it, the C++ compiler Inductor would call and its version,
-the Python install, the thread count and the environment variables that steer compilation.
+the Python interpreter and headers (real paths), the thread count (Inductor writes it into the
+generated C++: a different count is a miss of its own cache too) and the environment variables
+that steer compilation. The transformers version is not a member: it shapes the traced graph,
+which Inductor's own key covers, and never makes a cached kernel wrong.
 
 Same machine and environment give the same key; change any input and the key changes. Paths that
 legitimately differ between pods (cache dirs, temp dirs) and the knobs modelwarmup itself pins in
@@ -27,6 +30,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 from collections.abc import Mapping
 from typing import Any
 
@@ -224,11 +228,13 @@ def platform_fingerprint(device: str = "cpu") -> dict[str, str]:
         "torch_cuda": str(torch.version.cuda or ""),
         "torch_hip": str(getattr(torch.version, "hip", None) or ""),
         "triton": _package_version("triton", "pytorch-triton", "pytorch-triton-rocm"),
-        "transformers": _package_version("transformers"),
         "python": platform.python_version(),
         "python_implementation": platform.python_implementation(),
-        "python_prefix": sys.prefix,
-        "python_executable": sys.executable,
+        # What compiled kernels depend on: the interpreter itself and the headers they build
+        # against, as real paths. `python` and `python3`, or a virtualenv and the install it
+        # was made from, are the same interpreter and the same headers.
+        "python_executable": os.path.realpath(sys.executable),
+        "python_include": os.path.realpath(sysconfig.get_paths()["include"]),
         "torch_path": os.path.dirname(os.path.realpath(torch.__file__)),
         "num_threads": str(torch.get_num_threads()),
     }

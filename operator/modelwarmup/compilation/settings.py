@@ -23,7 +23,7 @@ from modelwarmup.contracts import digest
 _DEVICE = re.compile(r"^(cpu|cuda(:[0-9]+)?)$")
 # Bump when the way modelwarmup wraps a model changes (marking rules, regional discovery, ...):
 # old artifacts then stop matching instead of silently missing Inductor's cache.
-WRAPPING_VERSION = 1
+WRAPPING_VERSION = 2
 
 
 class CompileSettings(compile_contract.CompileFields):

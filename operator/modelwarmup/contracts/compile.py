@@ -30,7 +30,7 @@ from pydantic import (
     field_validator,
 )
 
-Dtype = Literal["float32", "bfloat16", "float16"]
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 DTYPES: Final = get_args(Dtype)
 MODES: Final = get_args(CompileMode)
@@ -74,8 +74,9 @@ class CompileFields(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
-    dtype: Dtype = "bfloat16"
-    """The weights' dtype when compiling (the seed's --quantization-encoding): float32, bfloat16 or float16."""
+    dtype: Dtype = "auto"
+    """The weights' dtype when compiling (the seed's --quantization-encoding): auto (the checkpoint's own:
+    the dtype its weights are stored in), float32, bfloat16 or float16 (a cast, where the weights differ)."""
     max_length: int = Field(default=2048, ge=2, le=MAX_SIZE)
     """The longest sequence served; compiled graphs are dynamic in length up to this (at least 2: torch
     specializes length 1, so a dynamic range starts at 2)."""

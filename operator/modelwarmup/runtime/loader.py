@@ -19,11 +19,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelwarmup.cache import layout
 from modelwarmup.compilation import recipe
 from modelwarmup.contracts import checksums
+from modelwarmup.contracts.manifest import EntryManifest
+
+if TYPE_CHECKING:
+    from modelwarmup.compilation.settings import CompileSettings
 
 
 class CorruptEntry(RuntimeError):
@@ -42,6 +46,20 @@ class ActivationResult:
     megacache_loaded: bool
     megacache_artifacts: dict[str, int]
     aoti_package: Path | None
+    compile_record: dict[str, Any] | None = None
+    """The settings the entry was compiled with, as its manifest records them (None for a bare
+    compile output, which has no manifest)."""
+
+    @property
+    def settings(self) -> CompileSettings:
+        """The entry's compile settings, to hand to :func:`compile_for_serving` as they are (a
+        hit needs exactly these). Needs pydantic; raises LookupError for an entry without a
+        manifest or one that compiled nothing."""
+        if self.compile_record is None:
+            raise LookupError(f"{self.entry_dir}: no compile settings recorded (no manifest, or no compile)")
+        from modelwarmup.compilation.settings import CompileSettings
+
+        return CompileSettings.model_validate(self.compile_record)
 
 
 def activate(
@@ -66,7 +84,7 @@ def activate(
         copied = sum(1 for path in target.rglob("*") if path.is_file())
     # Stale locks from the Job would only make serving wait.
     shutil.rmtree(target / "locks", ignore_errors=True)
-    _check(entry_dir, target, published=published)
+    found = _check(entry_dir, target, published=published)
     inductor_dir = recipe.configure_inductor(target)
     copy_seconds = time.perf_counter() - started
 
@@ -88,16 +106,18 @@ def activate(
         megacache_loaded=loaded,
         megacache_artifacts=artifacts,
         aoti_package=aoti if aoti.is_file() else None,
+        compile_record=dict(found["compile"]) if found is not None and found["compile"] is not None else None,
     )
 
 
-def _check(entry_dir: Path, inductor_copy: Path, *, published: bool) -> None:
+def _check(entry_dir: Path, inductor_copy: Path, *, published: bool) -> EntryManifest | None:
     """The private copy and the entry's other artifacts, against the manifest: after the copy, so
-    what is checked is what will be loaded. Raises :class:`CorruptEntry` naming the files."""
+    what is checked is what will be loaded. Returns the manifest (None for a bare compile output);
+    raises :class:`CorruptEntry` naming the files."""
     found = layout.read_manifest(entry_dir)
     if found is None:
         if not published:
-            return  # a bare compile output: no record to hold it to
+            return None  # a bare compile output: no record to hold it to
         raise CorruptEntry(f"{entry_dir}: no manifest (removed or unreadable)")
     prefix = layout.INDUCTOR_DIRNAME + "/"
     recorded = found["checksums"]
@@ -108,6 +128,7 @@ def _check(entry_dir: Path, inductor_copy: Path, *, published: bool) -> None:
     if issues:
         shutil.rmtree(inductor_copy, ignore_errors=True)
         raise CorruptEntry(f"{entry_dir.parent.name}/{entry_dir.name}: {'; '.join(issues[:5])}")
+    return found
 
 
 def load_aoti(entry_dir: Path) -> Callable[..., Any] | None:

@@ -243,7 +243,7 @@ def _build(
         download_seconds += result.seconds
         stats.append(result)
     with layout.staging_dir(cache, model_key, platform_key) as staging:
-        compile_report = _compile(request, settings, repos[0], hub, staging)
+        compile_report, settings = _compile(request, settings, repos[0], hub, staging)
         if request.chat_template:
             (staging / layout.CHAT_TEMPLATE_FILENAME).write_text(request.chat_template, encoding="utf-8")
         built = _manifest(
@@ -312,13 +312,15 @@ def _write_ref(ref: Path, entry_key: str) -> None:
 
 def _compile(
     request: WarmCacheRequest,
-    settings: Any,
+    settings: CompileSettings | None,
     model: download.ResolvedRepo,
     hub: download.HubClient,
     staging: Path,
-) -> dict[str, Any] | None:
+) -> tuple[dict[str, Any] | None, CompileSettings | None]:
+    """Compile into ``staging``; returns the report and the settings compiled with (fitted to the
+    model: these are what the manifest records and serving compiles with)."""
     if settings is None:
-        return None
+        return None, None
     from modelwarmup.compilation import compiler
 
     source = hub.layout.snapshot_dir(model.request.repo, model.commit)
@@ -327,13 +329,24 @@ def _compile(
             staging, source, hub.layout.snapshot_dir(model.request.repo, model.weight_commit), model
         )
     weights = [source / w.path for w in model.weights]
+    settings, notes = model_checks.fit_to_model(settings, weights, source)
+    for note in notes:
+        report.log.warning("modelwarmup: %s", note)
     model_checks.check_weight_dtype(weights, settings.dtype, request.allow_dtype_cast)
     registered = model_checks.register_custom_architectures(request.custom_architectures)
     with report.timed(
         "compile", device=settings.device, dtype=settings.dtype, regional=settings.regional
     ) as fields:
-        result = compiler.compile_model(source, settings, staging)
+        try:
+            result = compiler.compile_model(source, settings, staging)
+        except Exception as error:
+            failure = compiler.deterministic_failure(error)
+            if failure is None:
+                raise
+            raise failure from error
         fields.update(compile_seconds=result.compile_seconds)
+    for warning in result.warnings:
+        report.log.warning("modelwarmup: %s", warning)
     data: dict[str, Any] = result.model_dump(mode="json")
     data["custom_architectures"] = registered
     merged = staging / ".source"
@@ -341,7 +354,7 @@ def _compile(
         for link in merged.iterdir():
             link.unlink()
         merged.rmdir()
-    return data
+    return data, settings
 
 
 def _merged_source(staging: Path, config_dir: Path, weights_dir: Path, model: download.ResolvedRepo) -> Path:
