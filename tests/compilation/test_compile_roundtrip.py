@@ -337,3 +337,74 @@ def test_sliding_window_model_generates_warm_on_both_sides_of_its_window(tmp_pat
         assert served["stats"]["fxgraph_cache_miss"] == 0, served["stats"]
         assert served["stats"]["fxgraph_cache_hit"] > 0, served["stats"]
         assert served["same_tokens"] and served["diff"] < 1e-4
+
+
+COMPILE_WITH = """
+    from pathlib import Path
+    from modelwarmup.compilation.compiler import compile_model
+    from modelwarmup.compilation.settings import CompileSettings
+    settings = CompileSettings.model_validate_json({settings!r})
+    report = compile_model(
+        Path({model!r}), settings, Path({entry!r}), draft_dir=Path({draft!r}), adapters={{"tiny/lora": Path({lora!r})}}
+    )
+    print(report.model_dump_json())
+"""
+
+SERVE_WITH = """
+    import json, sys
+    from pathlib import Path
+    import torch
+    from modelwarmup.runtime import activate, cache_stats, compile_for_serving
+    from modelwarmup.compilation.compiler import load_model
+    from modelwarmup.compilation.settings import CompileSettings
+    activate(Path({entry!r}), private_dir=Path({private!r}))
+    settings = CompileSettings.model_validate_json({settings!r})
+    model = load_model(Path({model!r}), settings)
+    ids = torch.randint(0, 250, (1, 13), generator=torch.Generator().manual_seed(5))
+    ask = dict(attention_mask=torch.ones_like(ids), max_new_tokens=10, do_sample=False)
+    with torch.no_grad():
+        if {how!r} == "adapter":  # as a server applies a LoRA adapter, then compiles
+            from peft import PeftModel
+            model = PeftModel.from_pretrained(model, {lora!r}).eval()
+            reference = model.generate(input_ids=ids, **ask)
+            compile_for_serving(model.get_base_model(), settings)
+            tokens = model.generate(input_ids=ids, **ask)
+        else:  # assisted generation with the draft
+            reference = model.generate(ids, **ask)
+            draft = compile_for_serving(load_model(Path({draft!r}), settings), settings)
+            compile_for_serving(model, settings)
+            tokens = model.generate(ids, assistant_model=draft, **ask)
+    print(json.dumps({{"stats": cache_stats(), "same": tokens.tolist() == reference.tolist()}}))
+"""
+
+
+@pytest.mark.slow
+def test_an_adapter_applied_with_peft_and_a_draft_for_assisted_generation_serve_warm(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    from tests.devkit.tiny_model import make_tiny_llama, make_tiny_lora
+
+    lora = make_tiny_lora(tmp_path / "lora", tiny_model)
+    draft = make_tiny_llama(tmp_path / "draft", seed=1, num_layers=1)
+    settings = CompileSettings(dtype="float32", max_length=64, sequence_lengths=(8, 24))
+    entry = tmp_path / "entry"
+    paths = {"model": str(tiny_model), "entry": str(entry), "draft": str(draft), "lora": str(lora)}
+    report = _run_python(COMPILE_WITH.format(settings=settings.model_dump_json(), **paths))
+    (adapter,) = report["adapters"]
+    assert adapter["adapter"] == "tiny/lora" and adapter["warmed"]
+    assert all(g["same_tokens"] for g in [*adapter["generation"], *report["assisted"]])
+    assert [g["prompt_length"] for g in report["assisted"]] == [8, 24]
+    for how in ("adapter", "draft"):
+        served = _run_python(
+            SERVE_WITH.format(
+                settings=settings.model_dump_json(),
+                private=str(tmp_path / f"private-{how}"),
+                how=how,
+                **paths,
+            )
+        )
+        assert served["stats"]["fxgraph_cache_miss"] == 0 and served["stats"]["fxgraph_cache_hit"] > 0, (
+            how,
+            served,
+        )
+        assert served["same"], how

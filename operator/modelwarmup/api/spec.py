@@ -114,9 +114,9 @@ class ModelSource(RepoRef):
     trust_remote_code: bool = False
     """Allow running the modelling code shipped in the repository. Off unless you trust its authors."""
     draft: RepoRef | None = None
-    """A draft model for speculative decoding, downloaded (not compiled) with the model."""
+    """A draft model for speculative decoding, downloaded with the model; compiled inside assisted generation."""
     loras: list[RepoRef] = Field(default_factory=list, max_length=16)
-    """LoRA adapter repositories downloaded with the model."""
+    """LoRA adapter repositories downloaded with the model; each is warmed applied with PEFT, as servers do."""
     token_secret_ref: SecretKeyRef | None = None
     """The Secret key holding a Hugging Face token, for gated or private models. Never the token itself."""
     endpoint: str | None = Field(

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -81,6 +81,18 @@ class GenerationTiming(BaseModel):
     """Compiled and eager chose the same tokens (else they parted at a near-tie, within tolerance)."""
 
 
+class AdapterTiming(BaseModel):
+    """One LoRA adapter, applied with PEFT and warmed (or why not)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    adapter: str
+    warmed: bool
+    note: str = ""
+    shapes: list[ShapeTiming] = []
+    generation: list[GenerationTiming] = []
+
+
 class CompileReport(BaseModel):
     """What a compile run did, how long it took and what it left in the artifacts dir."""
 
@@ -94,6 +106,10 @@ class CompileReport(BaseModel):
     shapes: list[ShapeTiming]
     generation: list[GenerationTiming] = []
     """``generate()`` calls warmed; empty for models that do not generate (encoders)."""
+    assisted: list[GenerationTiming] = []
+    """Assisted generation with the draft model (batch 1), when there is a draft."""
+    adapters: list[AdapterTiming] = []
+    """Each LoRA adapter, warmed as PEFT applies it."""
     eager_decode_steps: int = 0
     """Decoding steps that ran eagerly: those of models with sliding-window layers (see recipe)."""
     warnings: list[str] = []
@@ -124,11 +140,23 @@ def _logits_module(model: torch.nn.Module) -> torch.nn.Module:
     return LogitsOnly(model).eval()
 
 
-def compile_model(model_dir: Path, settings: CompileSettings, artifacts_dir: Path) -> CompileReport:
+def compile_model(
+    model_dir: Path,
+    settings: CompileSettings,
+    artifacts_dir: Path,
+    *,
+    draft_dir: Path | None = None,
+    adapters: Mapping[str, Path] | None = None,
+) -> CompileReport:
     """Compile the model in ``model_dir`` per ``settings`` into ``artifacts_dir``; see module doc.
+
+    With ``draft_dir``, assisted generation (``generate(assistant_model=draft)``) is warmed too;
+    each of ``adapters`` (name to a PEFT LoRA folder) is applied to the model as a server applies
+    it (``PeftModel.from_pretrained``) and warmed, then removed again.
 
     Raises CompiledOutputMismatchError when compiled and eager logits disagree.
     """
+    adapters = adapters or {}
     if settings.dtype == "auto":
         raise ValueError("compile_model needs a concrete dtype: fit 'auto' to the checkpoint first")
     artifacts_dir.mkdir(parents=True, exist_ok=True)
@@ -144,38 +172,19 @@ def compile_model(model_dir: Path, settings: CompileSettings, artifacts_dir: Pat
 
     recipe.compile_for_serving(model, settings)
     warmed = exercised_shapes(settings, read_limits(model_dir))
-    shapes: list[ShapeTiming] = []
-    encoder = not cast(Any, model).can_generate()
-    with torch.no_grad():
-        for batch, seq in warmed:
-            input_ids = _random_ids(model, batch, seq, settings.device)
-            # An embedding server batches texts of different lengths: padding gives the layers
-            # a mask where an unpadded batch gives them none, another graph each.
-            for padded in (False, True) if encoder and batch >= 2 else (False,):
-                score = partial(_logits, model, input_ids, padded=padded)
-                compiled_s, out = _timed(settings, score)
-                with torch.compiler.set_stance("force_eager"):
-                    eager_s, ref = _timed(settings, score)
-                diff, tol = _compare(out, ref, settings.dtype)
-                shapes.append(
-                    ShapeTiming(
-                        batch_size=batch,
-                        sequence_length=seq,
-                        padded=padded,
-                        compiled_seconds=round(compiled_s, 4),
-                        eager_seconds=round(eager_s, 4),
-                        max_abs_diff=diff,
-                        tolerance=tol,
-                    )
-                )
-                del out, ref
-                if not diff <= tol:
-                    raise errors.CompiledOutputMismatchError(
-                        f"compiled logits differ from eager by {diff:.3g} (tolerance {tol:.3g}) "
-                        f"at batch {batch}, length {seq}; not publishing these artifacts"
-                    )
+    shapes = _warm_scoring(model, settings, warmed)
     generation = _warm_generation(model, settings, warmed)
-    compile_seconds = sum(s.compiled_seconds for s in shapes) + sum(g.compiled_seconds for g in generation)
+    assisted: list[GenerationTiming] = []
+    if draft_dir is not None:
+        # Assisted generation runs batch 1 only; the draft decodes inside it, on its own graphs.
+        draft = recipe.compile_for_serving(load_model(draft_dir, settings), settings)
+        prompts = sorted({seq for _, seq in warmed})
+        assisted = _warm_generation(model, settings, [(1, n) for n in prompts], assistant=draft)
+    warmed_adapters = [_warm_adapter(model, name, path, settings, warmed) for name, path in adapters.items()]
+    timings: list[ShapeTiming | GenerationTiming] = [*shapes, *generation, *assisted]
+    for adapter in warmed_adapters:
+        timings += [*adapter.shapes, *adapter.generation]
+    compile_seconds = sum(t.compiled_seconds for t in timings)
     after = recipe.cache_stats()
 
     megacache_artifacts: dict[str, int] = {}
@@ -198,8 +207,10 @@ def compile_model(model_dir: Path, settings: CompileSettings, artifacts_dir: Pat
         compile_seconds=round(compile_seconds, 3),
         shapes=shapes,
         generation=generation,
+        assisted=assisted,
+        adapters=warmed_adapters,
         eager_decode_steps=recipe.eager_decode_steps(model),
-        warnings=_not_warmed(model, recipe.eager_decode_steps(model)),
+        warnings=_not_warmed(model, recipe.eager_decode_steps(model), warmed_adapters),
         max_abs_diff=max(s.max_abs_diff for s in shapes),
         graph_count=after["unique_graphs"] - before["unique_graphs"],
         counters={k: v - before.get(k, 0) for k, v in after.items() if k != "unique_graphs"},
@@ -294,13 +305,78 @@ def _logits(model: torch.nn.Module, input_ids: torch.Tensor, *, padded: bool = F
     return logits
 
 
+def _warm_scoring(
+    model: torch.nn.Module, settings: CompileSettings, warmed: list[tuple[int, int]]
+) -> list[ShapeTiming]:
+    """The scoring forward, compiled and eager, per exercised shape; outputs within tolerance."""
+    import torch
+
+    shapes: list[ShapeTiming] = []
+    encoder = not cast(Any, model).can_generate()
+    with torch.no_grad():
+        for batch, seq in warmed:
+            input_ids = _random_ids(model, batch, seq, settings.device)
+            # An embedding server batches texts of different lengths: padding gives the layers
+            # a mask where an unpadded batch gives them none, another graph each.
+            for padded in (False, True) if encoder and batch >= 2 else (False,):
+                score = partial(_logits, model, input_ids, padded=padded)
+                compiled_s, out = _timed(settings, score)
+                with torch.compiler.set_stance("force_eager"):
+                    eager_s, ref = _timed(settings, score)
+                diff, tol = _compare(out, ref, settings.dtype)
+                shapes.append(
+                    ShapeTiming(
+                        batch_size=batch,
+                        sequence_length=seq,
+                        padded=padded,
+                        compiled_seconds=round(compiled_s, 4),
+                        eager_seconds=round(eager_s, 4),
+                        max_abs_diff=diff,
+                        tolerance=tol,
+                    )
+                )
+                del out, ref
+                if not diff <= tol:
+                    raise errors.CompiledOutputMismatchError(
+                        f"compiled logits differ from eager by {diff:.3g} (tolerance {tol:.3g}) "
+                        f"at batch {batch}, length {seq}; not publishing these artifacts"
+                    )
+    return shapes
+
+
+def _warm_adapter(
+    model: torch.nn.Module, name: str, path: Path, settings: CompileSettings, warmed: list[tuple[int, int]]
+) -> AdapterTiming:
+    """Apply a LoRA adapter with PEFT, as servers do, warm what it changes, and remove it again.
+
+    PEFT puts its layers into the model's own modules: the already wrapped forward then compiles
+    graphs with the adapter's matmuls in them (the weights are inputs of the graph, so adapters
+    of one rank and target modules share them). Without peft in the image, nothing is warmed and
+    the report says so."""
+    try:
+        from peft import PeftModel
+    except ImportError:
+        return AdapterTiming(adapter=name, warmed=False, note="peft is not installed in the worker image")
+    applied = PeftModel.from_pretrained(model, str(path)).eval()
+    try:
+        shapes = _warm_scoring(applied, settings, warmed)
+        generation = _warm_generation(applied, settings, warmed)
+    finally:
+        applied.unload()  # the LoRA layers out again: the model is the base model
+    return AdapterTiming(adapter=name, warmed=True, shapes=shapes, generation=generation)
+
+
 GENERATED_TOKENS = 8
 """Tokens each warm-up ``generate()`` call produces: past the first decoding steps, where Dynamo
 settles on graphs dynamic in the cache's length."""
 
 
 def _warm_generation(
-    model: torch.nn.Module, settings: CompileSettings, warmed: list[tuple[int, int]]
+    model: torch.nn.Module,
+    settings: CompileSettings,
+    warmed: list[tuple[int, int]],
+    *,
+    assistant: torch.nn.Module | None = None,
 ) -> list[GenerationTiming]:
     """Run ``generate()`` as a server does, compiled and eager, for every exercised shape that
     leaves room for new tokens; the tokens must agree (or part only at a near-tie)."""
@@ -315,9 +391,10 @@ def _warm_generation(
             if new < 1:
                 continue
             ids = _random_ids(model, batch, prompt, settings.device)
-            compiled_s, out = _timed(settings, partial(_generate, model, ids, new))
+            run = partial(_generate, model, ids, new, assistant)
+            compiled_s, out = _timed(settings, run)
             with torch.compiler.set_stance("force_eager"):
-                eager_s, ref = _timed(settings, partial(_generate, model, ids, new))
+                eager_s, ref = _timed(settings, run)
                 same = _same_or_near_tie(model, out, ref, settings.dtype)
             if same is None:
                 raise errors.CompiledOutputMismatchError(
@@ -337,8 +414,12 @@ def _warm_generation(
     return timings
 
 
-def _generate(model: torch.nn.Module, input_ids: torch.Tensor, new_tokens: int) -> torch.Tensor:
+def _generate(
+    model: torch.nn.Module, input_ids: torch.Tensor, new_tokens: int, assistant: torch.nn.Module | None = None
+) -> torch.Tensor:
     import torch
+
+    extra: dict[str, Any] = {} if assistant is None else {"assistant_model": assistant}
 
     # As a server calls it: a tokenizer's attention mask, greedy, nothing returned but tokens.
     # min_new_tokens keeps an end-of-sequence token from cutting the decoding steps short.
@@ -348,6 +429,7 @@ def _generate(model: torch.nn.Module, input_ids: torch.Tensor, new_tokens: int) 
         max_new_tokens=new_tokens,
         min_new_tokens=new_tokens,
         do_sample=False,
+        **extra,
     )
     return generated
 
@@ -404,8 +486,8 @@ def _compare(out: torch.Tensor, ref: torch.Tensor, dtype: str) -> tuple[float, f
     return diff, atol + rtol * scale
 
 
-def _not_warmed(model: torch.nn.Module, eager_decode_steps: int) -> list[str]:
-    notes = []
+def _not_warmed(model: torch.nn.Module, eager_decode_steps: int, adapters: list[AdapterTiming]) -> list[str]:
+    notes = [f"adapter {a.adapter} is not warmed: {a.note}" for a in adapters if not a.warmed]
     if getattr(cast(Any, model).config, "vision_config", None) is not None:
         notes.append("image inputs are not warmed: text requests are, the first image request compiles")
     if eager_decode_steps:

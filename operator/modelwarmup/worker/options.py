@@ -95,7 +95,9 @@ _SUPPORTED = [
         aliases=(CAST_MISSPELT,),
     ),
     Option(
-        "draft-model-path", "supported", "Repo id of a draft model to download with the model (not compiled)."
+        "draft-model-path",
+        "supported",
+        "Repo id of a draft model to download with the model; compiled inside assisted generation.",
     ),
     Option("draft-weight-path", "supported", "Weight file(s) of the draft model.", kind="list"),
     Option("draft-huggingface-model-revision", "supported", "Revision of the draft model.", default="main"),
@@ -256,8 +258,8 @@ _SERVER_ONLY_FLAGS = [
     ("execute-empty-batches", "Run empty batches."),
     ("pool-embeddings", "Pool embeddings."),
     ("use-legacy-module", "MAX engine's legacy Module architecture (no torch equivalent)."),
-    ("draft-use-subgraphs", "Subgraphs of the draft model (the draft model is not compiled)."),
-    (f"draft-{CAST_MISSPELT}", "Weight casting of the draft model (the draft model is not compiled)."),
+    ("draft-use-subgraphs", "Subgraphs of the draft model (it is compiled with the model's settings)."),
+    (f"draft-{CAST_MISSPELT}", "Weight casting of the draft model (it is compiled in the model's dtype)."),
 ]
 _REJECTED = [
     Option(

@@ -243,7 +243,7 @@ def _build(
         download_seconds += result.seconds
         stats.append(result)
     with layout.staging_dir(cache, model_key, platform_key) as staging:
-        compile_report, settings = _compile(request, settings, repos[0], hub, staging)
+        compile_report, settings = _compile(request, settings, repos, hub, staging)
         if request.chat_template:
             (staging / layout.CHAT_TEMPLATE_FILENAME).write_text(request.chat_template, encoding="utf-8")
         built = _manifest(
@@ -313,7 +313,7 @@ def _write_ref(ref: Path, entry_key: str) -> None:
 def _compile(
     request: WarmCacheRequest,
     settings: CompileSettings | None,
-    model: download.ResolvedRepo,
+    repos: list[download.ResolvedRepo],
     hub: download.HubClient,
     staging: Path,
 ) -> tuple[dict[str, Any] | None, CompileSettings | None]:
@@ -323,22 +323,21 @@ def _compile(
         return None, None
     from modelwarmup.compilation import compiler
 
-    source = hub.layout.snapshot_dir(model.request.repo, model.commit)
-    if model.weight_commit != model.commit:
-        source = _merged_source(
-            staging, source, hub.layout.snapshot_dir(model.request.repo, model.weight_commit), model
-        )
+    model = repos[0]
+    source = _source_dir(staging, hub, model)
     weights = [source / w.path for w in model.weights]
     settings, notes = model_checks.fit_to_model(settings, weights, source)
     for note in notes:
         report.log.warning("modelwarmup: %s", note)
     model_checks.check_weight_dtype(weights, settings.dtype, request.allow_dtype_cast)
     registered = model_checks.register_custom_architectures(request.custom_architectures)
+    draft = next((_source_dir(staging, hub, r) for r in repos if r.request.role == "draft"), None)
+    adapters = {r.request.repo: _source_dir(staging, hub, r) for r in repos if r.request.role == "lora"}
     with report.timed(
         "compile", device=settings.device, dtype=settings.dtype, regional=settings.regional
     ) as fields:
         try:
-            result = compiler.compile_model(source, settings, staging)
+            result = compiler.compile_model(source, settings, staging, draft_dir=draft, adapters=adapters)
         except Exception as error:
             failure = compiler.deterministic_failure(error)
             if failure is None:
@@ -349,17 +348,26 @@ def _compile(
         report.log.warning("modelwarmup: %s", warning)
     data: dict[str, Any] = result.model_dump(mode="json")
     data["custom_architectures"] = registered
-    merged = staging / ".source"
-    if merged.exists():
+    for merged in staging.glob(".source*"):
         for link in merged.iterdir():
             link.unlink()
         merged.rmdir()
     return data, settings
 
 
+def _source_dir(staging: Path, hub: download.HubClient, resolved: download.ResolvedRepo) -> Path:
+    """Where a downloaded repository's files are, config and weights together."""
+    source = hub.layout.snapshot_dir(resolved.request.repo, resolved.commit)
+    if resolved.weight_commit == resolved.commit:
+        return source
+    return _merged_source(
+        staging, source, hub.layout.snapshot_dir(resolved.request.repo, resolved.weight_commit), resolved
+    )
+
+
 def _merged_source(staging: Path, config_dir: Path, weights_dir: Path, model: download.ResolvedRepo) -> Path:
     """Config and tokenizer from one commit, weights from another: one directory of links."""
-    merged = staging / ".source"
+    merged = staging / f".source-{model.request.role}-{len(list(staging.glob('.source*')))}"
     merged.mkdir()
     for remote in model.files:
         (merged / remote.path).symlink_to(config_dir / remote.path)
