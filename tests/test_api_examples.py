@@ -59,7 +59,7 @@ def test_defaults_are_the_same_in_models_and_crd(
     minimal: dict[str, Any], validator: crd_validation.SchemaValidator
 ) -> None:
     resource = manifests.validate_body(minimal)
-    assert resource.spec.compile.dtype == "bfloat16"
+    assert resource.spec.compile.dtype == "auto"
     assert resource.spec.cache.claim_name == "modelwarmup-cache"
     defaulted = copy.deepcopy(minimal)
     validator._walk(validator.root["properties"]["spec"], defaulted["spec"], "spec", [])

@@ -1,12 +1,13 @@
-"""Compile a Hugging Face causal LM once, in the warm-up Job, into a cache entry serving reuses.
+"""Compile a Hugging Face model once, in the warm-up Job, into a cache entry serving reuses.
 
 The run loads the model as serving will (same dtype, device, remote-code policy), wraps it with
 :func:`modelwarmup.runtime.loader.compile_for_serving` - the very function serving processes call,
 so graphs and Inductor cache keys match - and, per batch size and sequence length (the settings'
 and those the model's sliding window asks for), runs what servers run: a scoring forward
 (``use_cache=False``) and ``generate()`` with the model's own KV cache, prefill and decoding
-steps. Every compiled output is checked against eager (logits within a dtype-dependent
-tolerance, the same generated tokens): a wrong kernel would otherwise be cached and served.
+steps (:mod:`modelwarmup.compilation.exercise` holds those runs). Every compiled output is
+checked against eager (logits within a dtype-dependent tolerance, the same generated tokens): a
+wrong kernel would otherwise be cached and served.
 
 The entry it writes into ``artifacts_dir``:
 
@@ -27,8 +28,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
-from functools import partial
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -36,61 +36,12 @@ from pydantic import BaseModel, ConfigDict
 
 from modelwarmup import errors
 from modelwarmup.cache import layout
-from modelwarmup.compilation import recipe
+from modelwarmup.compilation import exercise, recipe
 from modelwarmup.compilation.limits import ModelLimits, read_limits
 from modelwarmup.compilation.settings import CompileSettings
 
 if TYPE_CHECKING:
     import torch
-
-# (absolute, relative to the largest |eager logit|) tolerance per dtype.
-TOLERANCES: dict[str, tuple[float, float]] = {
-    "float32": (1e-4, 1e-3),
-    "float16": (1e-2, 1e-2),
-    "bfloat16": (5e-2, 2e-2),
-}
-_SEED = 1234
-
-
-class ShapeTiming(BaseModel):
-    """One exercised shape: first compiled call (compiles if new), eager call, difference."""
-
-    model_config = ConfigDict(frozen=True)
-
-    batch_size: int
-    sequence_length: int
-    padded: bool = False
-    """The batch's last row was padded (encoders: a batch of texts of different lengths)."""
-    compiled_seconds: float
-    eager_seconds: float
-    max_abs_diff: float
-    tolerance: float
-
-
-class GenerationTiming(BaseModel):
-    """One exercised ``generate()`` call: prefill and decoding steps with the model's KV cache."""
-
-    model_config = ConfigDict(frozen=True)
-
-    batch_size: int
-    prompt_length: int
-    new_tokens: int
-    compiled_seconds: float
-    eager_seconds: float
-    same_tokens: bool
-    """Compiled and eager chose the same tokens (else they parted at a near-tie, within tolerance)."""
-
-
-class AdapterTiming(BaseModel):
-    """One LoRA adapter, applied with PEFT and warmed (or why not)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    adapter: str
-    warmed: bool
-    note: str = ""
-    shapes: list[ShapeTiming] = []
-    generation: list[GenerationTiming] = []
 
 
 class CompileReport(BaseModel):
@@ -103,12 +54,12 @@ class CompileReport(BaseModel):
     load_seconds: float
     compile_seconds: float
     """Wall time of the compiled warm-up pass: all shapes' first compiled calls together."""
-    shapes: list[ShapeTiming]
-    generation: list[GenerationTiming] = []
+    shapes: list[exercise.ShapeTiming]
+    generation: list[exercise.GenerationTiming] = []
     """``generate()`` calls warmed; empty for models that do not generate (encoders)."""
-    assisted: list[GenerationTiming] = []
+    assisted: list[exercise.GenerationTiming] = []
     """Assisted generation with the draft model (batch 1), when there is a draft."""
-    adapters: list[AdapterTiming] = []
+    adapters: list[exercise.AdapterTiming] = []
     """Each LoRA adapter, warmed as PEFT applies it."""
     eager_decode_steps: int = 0
     """Decoding steps that ran eagerly: those of models with sliding-window layers (see recipe)."""
@@ -135,7 +86,7 @@ def _logits_module(model: torch.nn.Module) -> torch.nn.Module:
             self.inner = inner
 
         def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-            return _logits(self.inner, input_ids)
+            return exercise.logits(self.inner, input_ids)
 
     return LogitsOnly(model).eval()
 
@@ -172,16 +123,18 @@ def compile_model(
 
     recipe.compile_for_serving(model, settings)
     warmed = exercised_shapes(settings, read_limits(model_dir))
-    shapes = _warm_scoring(model, settings, warmed)
-    generation = _warm_generation(model, settings, warmed)
-    assisted: list[GenerationTiming] = []
+    shapes = exercise.scoring(model, settings, warmed)
+    generation = exercise.generation(model, settings, warmed)
+    assisted: list[exercise.GenerationTiming] = []
     if draft_dir is not None:
         # Assisted generation runs batch 1 only; the draft decodes inside it, on its own graphs.
         draft = recipe.compile_for_serving(load_model(draft_dir, settings), settings)
         prompts = sorted({seq for _, seq in warmed})
-        assisted = _warm_generation(model, settings, [(1, n) for n in prompts], assistant=draft)
-    warmed_adapters = [_warm_adapter(model, name, path, settings, warmed) for name, path in adapters.items()]
-    timings: list[ShapeTiming | GenerationTiming] = [*shapes, *generation, *assisted]
+        assisted = exercise.generation(model, settings, [(1, n) for n in prompts], assistant=draft)
+    warmed_adapters = [
+        exercise.adapter(model, name, path, settings, warmed) for name, path in adapters.items()
+    ]
+    timings: list[exercise.ShapeTiming | exercise.GenerationTiming] = [*shapes, *generation, *assisted]
     for adapter in warmed_adapters:
         timings += [*adapter.shapes, *adapter.generation]
     compile_seconds = sum(t.compiled_seconds for t in timings)
@@ -284,209 +237,9 @@ def exercised_shapes(
     return [(batch, seq) for batch in sorted(set(settings.batch_sizes)) for seq in sorted(set(lengths))]
 
 
-def _logits(model: torch.nn.Module, input_ids: torch.Tensor, *, padded: bool = False) -> torch.Tensor:
-    """The scoring forward as servers call it: a causal LM's logits without a cache, or an
-    encoder's token embeddings with the keyword arguments its tokenizer gives (so that the
-    graph's guards match what sentence-transformers passes), the last row right-padded to half
-    its length when ``padded``."""
-    import torch
-
-    if not cast(Any, model).can_generate():
-        features: dict[str, Any] = {"input_ids": input_ids}
-        if int(getattr(cast(Any, model).config, "type_vocab_size", 0) or 0) > 0:
-            features["token_type_ids"] = torch.zeros_like(input_ids)
-        mask = torch.ones_like(input_ids)
-        if padded:
-            mask[-1, max(1, input_ids.shape[1] // 2) :] = 0
-        features["attention_mask"] = mask
-        hidden: torch.Tensor = model(**features, return_dict=True).last_hidden_state
-        return hidden * mask.unsqueeze(-1)  # what pooling reads: padded positions count for nothing
-    logits: torch.Tensor = model(input_ids=input_ids, use_cache=False).logits
-    return logits
-
-
-def _warm_scoring(
-    model: torch.nn.Module, settings: CompileSettings, warmed: list[tuple[int, int]]
-) -> list[ShapeTiming]:
-    """The scoring forward, compiled and eager, per exercised shape; outputs within tolerance."""
-    import torch
-
-    shapes: list[ShapeTiming] = []
-    encoder = not cast(Any, model).can_generate()
-    with torch.no_grad():
-        for batch, seq in warmed:
-            input_ids = _random_ids(model, batch, seq, settings.device)
-            # An embedding server batches texts of different lengths: padding gives the layers
-            # a mask where an unpadded batch gives them none, another graph each.
-            for padded in (False, True) if encoder and batch >= 2 else (False,):
-                score = partial(_logits, model, input_ids, padded=padded)
-                compiled_s, out = _timed(settings, score)
-                with torch.compiler.set_stance("force_eager"):
-                    eager_s, ref = _timed(settings, score)
-                diff, tol = _compare(out, ref, settings.dtype)
-                shapes.append(
-                    ShapeTiming(
-                        batch_size=batch,
-                        sequence_length=seq,
-                        padded=padded,
-                        compiled_seconds=round(compiled_s, 4),
-                        eager_seconds=round(eager_s, 4),
-                        max_abs_diff=diff,
-                        tolerance=tol,
-                    )
-                )
-                del out, ref
-                if not diff <= tol:
-                    raise errors.CompiledOutputMismatchError(
-                        f"compiled logits differ from eager by {diff:.3g} (tolerance {tol:.3g}) "
-                        f"at batch {batch}, length {seq}; not publishing these artifacts"
-                    )
-    return shapes
-
-
-def _warm_adapter(
-    model: torch.nn.Module, name: str, path: Path, settings: CompileSettings, warmed: list[tuple[int, int]]
-) -> AdapterTiming:
-    """Apply a LoRA adapter with PEFT, as servers do, warm what it changes, and remove it again.
-
-    PEFT puts its layers into the model's own modules: the already wrapped forward then compiles
-    graphs with the adapter's matmuls in them (the weights are inputs of the graph, so adapters
-    of one rank and target modules share them). Without peft in the image, nothing is warmed and
-    the report says so."""
-    try:
-        from peft import PeftModel
-    except ImportError:
-        return AdapterTiming(adapter=name, warmed=False, note="peft is not installed in the worker image")
-    applied = PeftModel.from_pretrained(model, str(path)).eval()
-    try:
-        shapes = _warm_scoring(applied, settings, warmed)
-        generation = _warm_generation(applied, settings, warmed)
-    finally:
-        applied.unload()  # the LoRA layers out again: the model is the base model
-    return AdapterTiming(adapter=name, warmed=True, shapes=shapes, generation=generation)
-
-
-GENERATED_TOKENS = 8
-"""Tokens each warm-up ``generate()`` call produces: past the first decoding steps, where Dynamo
-settles on graphs dynamic in the cache's length."""
-
-
-def _warm_generation(
-    model: torch.nn.Module,
-    settings: CompileSettings,
-    warmed: list[tuple[int, int]],
-    *,
-    assistant: torch.nn.Module | None = None,
-) -> list[GenerationTiming]:
-    """Run ``generate()`` as a server does, compiled and eager, for every exercised shape that
-    leaves room for new tokens; the tokens must agree (or part only at a near-tie)."""
-    import torch
-
-    if not callable(getattr(model, "can_generate", None)) or not cast(Any, model).can_generate():
-        return []
-    timings: list[GenerationTiming] = []
-    with torch.no_grad():
-        for batch, prompt in warmed:
-            new = min(GENERATED_TOKENS, settings.max_length - prompt)
-            if new < 1:
-                continue
-            ids = _random_ids(model, batch, prompt, settings.device)
-            run = partial(_generate, model, ids, new, assistant)
-            compiled_s, out = _timed(settings, run)
-            with torch.compiler.set_stance("force_eager"):
-                eager_s, ref = _timed(settings, run)
-                same = _same_or_near_tie(model, out, ref, settings.dtype)
-            if same is None:
-                raise errors.CompiledOutputMismatchError(
-                    f"compiled generate() chose other tokens than eager at batch {batch}, prompt "
-                    f"length {prompt}, and not at a near-tie; not publishing these artifacts"
-                )
-            timings.append(
-                GenerationTiming(
-                    batch_size=batch,
-                    prompt_length=prompt,
-                    new_tokens=new,
-                    compiled_seconds=round(compiled_s, 4),
-                    eager_seconds=round(eager_s, 4),
-                    same_tokens=same,
-                )
-            )
-    return timings
-
-
-def _generate(
-    model: torch.nn.Module, input_ids: torch.Tensor, new_tokens: int, assistant: torch.nn.Module | None = None
-) -> torch.Tensor:
-    import torch
-
-    extra: dict[str, Any] = {} if assistant is None else {"assistant_model": assistant}
-
-    # As a server calls it: a tokenizer's attention mask, greedy, nothing returned but tokens.
-    # min_new_tokens keeps an end-of-sequence token from cutting the decoding steps short.
-    generated: torch.Tensor = cast(Any, model).generate(
-        input_ids=input_ids,
-        attention_mask=torch.ones_like(input_ids),
-        max_new_tokens=new_tokens,
-        min_new_tokens=new_tokens,
-        do_sample=False,
-        **extra,
-    )
-    return generated
-
-
-def _same_or_near_tie(
-    model: torch.nn.Module, out: torch.Tensor, ref: torch.Tensor, dtype: str
-) -> bool | None:
-    """True when the sequences agree; False when they first part where eager's logits of both
-    chosen tokens are within tolerance of each other (a tie broken differently); else None."""
-    if out.shape != ref.shape:
-        return None
-    if bool((out == ref).all()):
-        return True
-    row, col = min(((r, c) for r, c in (out != ref).nonzero().tolist()), key=lambda rc: (rc[1], rc[0]))
-    logits = _logits(model, ref[row : row + 1, :col])[0, -1].float()
-    atol, rtol = TOLERANCES[dtype]
-    gap = abs(float(logits[int(out[row, col])] - logits[int(ref[row, col])]))
-    return False if gap <= atol + rtol * float(logits.abs().max()) else None
-
-
-def _random_ids(model: torch.nn.Module, batch: int, seq: int, device: str) -> torch.Tensor:
-    import torch
-
-    config = cast(Any, model).config
-    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    vocab = int(getattr(text_config, "vocab_size", 0) or 256)
-    generator = torch.Generator().manual_seed(_SEED + 1000 * batch + seq)
-    return torch.randint(0, vocab, (batch, seq), generator=generator).to(device)
-
-
-def _timed(settings: CompileSettings, fn: Callable[[], Any]) -> tuple[float, Any]:
-    _sync(settings.device_type)
-    started = time.perf_counter()
-    result = fn()
-    _sync(settings.device_type)
-    return time.perf_counter() - started, result
-
-
-def _sync(device_type: str) -> None:
-    if device_type == "cuda":
-        import torch
-
-        torch.cuda.synchronize()
-
-
-def _compare(out: torch.Tensor, ref: torch.Tensor, dtype: str) -> tuple[float, float]:
-    """Largest |out - ref| and the tolerance it must stay within (NaN counts as a mismatch)."""
-    atol, rtol = TOLERANCES[dtype]
-    ref32, out32 = ref.float(), out.float()
-    if out32.shape != ref32.shape:
-        return float("inf"), 0.0
-    diff = float((out32 - ref32).abs().max().item())
-    scale = float(ref32.abs().max().item())
-    return diff, atol + rtol * scale
-
-
-def _not_warmed(model: torch.nn.Module, eager_decode_steps: int, adapters: list[AdapterTiming]) -> list[str]:
+def _not_warmed(
+    model: torch.nn.Module, eager_decode_steps: int, adapters: list[exercise.AdapterTiming]
+) -> list[str]:
     notes = [f"adapter {a.adapter} is not warmed: {a.note}" for a in adapters if not a.warmed]
     if getattr(cast(Any, model).config, "vision_config", None) is not None:
         notes.append("image inputs are not warmed: text requests are, the first image request compiles")
@@ -512,7 +265,7 @@ def _package_aoti(model: torch.nn.Module, settings: CompileSettings, package: Pa
     dims: dict[int, Any] = {1: Dim("seq", min=1, max=settings.max_length)}
     if settings.max_batch_size >= 2:
         dims[0] = Dim("batch", min=1, max=settings.max_batch_size)
-    example = _random_ids(model, batch, seq, settings.device)
+    example = exercise.random_ids(model, batch, seq, settings.device)
     with torch.no_grad():
         program = export(module, (example,), dynamic_shapes=(dims,), strict=False)
         package.parent.mkdir(parents=True, exist_ok=True)
@@ -523,8 +276,8 @@ def _package_aoti(model: torch.nn.Module, settings: CompileSettings, package: Pa
     diff = 0.0
     with torch.no_grad():
         for batch_size, length in exercised_shapes(settings):
-            ids = _random_ids(model, batch_size, length, settings.device)
-            d, tol = _compare(runner(ids), module(ids), settings.dtype)
+            ids = exercise.random_ids(model, batch_size, length, settings.device)
+            d, tol = exercise.compare(runner(ids), module(ids), settings.dtype)
             if not d <= tol:
                 raise errors.CompiledOutputMismatchError(
                     f"AOTInductor logits differ from eager by {d:.3g} (tolerance {tol:.3g}) "

@@ -36,7 +36,11 @@ from typing import Any
 
 from modelwarmup.contracts import digest
 
-# Environment variables that change what Inductor generates or how fast it runs.
+# Environment variables that change what Inductor generates. The OpenMP runtime's own switches
+# (KMP_*, GOMP_*, *_NUM_THREADS) are not among them: they steer scheduling, not code, and the
+# thread count Inductor writes into its C++ is the fingerprint's num_threads. Libraries set some
+# of them on import (scikit-learn: KMP_DUPLICATE_LIB_OK, KMP_INIT_AT_FORK), which made a process
+# that had imported one look like another platform.
 _ENV_PREFIXES = (
     "TORCHINDUCTOR_",
     "TORCH_COMPILE_",
@@ -45,14 +49,9 @@ _ENV_PREFIXES = (
     "TORCH_INDUCTOR_",
     "INDUCTOR_",
     "TRITON_",
-    "KMP_",
-    "GOMP_",
 )
 _ENV_NAMES = frozenset(
     {
-        "OMP_NUM_THREADS",
-        "MKL_NUM_THREADS",
-        "OPENBLAS_NUM_THREADS",
         "ATEN_CPU_CAPABILITY",
         "CXX",
         "CC",
