@@ -26,7 +26,6 @@ torch and transformers are imported inside the functions.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,7 +36,7 @@ from pydantic import BaseModel, ConfigDict
 from modelwarmup import errors
 from modelwarmup.cache import layout
 from modelwarmup.compilation import exercise, recipe
-from modelwarmup.compilation.limits import ModelLimits, read_limits
+from modelwarmup.compilation.limits import ModelLimits, read_config, read_limits
 from modelwarmup.compilation.settings import CompileSettings
 
 if TYPE_CHECKING:
@@ -138,6 +137,7 @@ def compile_model(
     for adapter in warmed_adapters:
         timings += [*adapter.shapes, *adapter.generation]
     compile_seconds = sum(t.compiled_seconds for t in timings)
+    eager_steps = recipe.eager_decode_steps(model)
     after = recipe.cache_stats()
 
     megacache_artifacts: dict[str, int] = {}
@@ -162,8 +162,8 @@ def compile_model(
         generation=generation,
         assisted=assisted,
         adapters=warmed_adapters,
-        eager_decode_steps=recipe.eager_decode_steps(model),
-        warnings=_not_warmed(model, recipe.eager_decode_steps(model), warmed_adapters),
+        eager_decode_steps=eager_steps,
+        warnings=_not_warmed(model, eager_steps, warmed_adapters),
         max_abs_diff=max(s.max_abs_diff for s in shapes),
         graph_count=after["unique_graphs"] - before["unique_graphs"],
         counters={k: v - before.get(k, 0) for k, v in after.items() if k != "unique_graphs"},
@@ -201,11 +201,7 @@ def is_encoder(model_dir: Path) -> bool:
     name no generative head."""
     if (model_dir / "modules.json").is_file():
         return True
-    try:
-        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    architectures = config.get("architectures") if isinstance(config, dict) else None
+    architectures = read_config(model_dir).get("architectures")
     if not isinstance(architectures, list) or not architectures:
         return False
     return not any(str(name).endswith(_GENERATIVE_SUFFIXES) for name in architectures)

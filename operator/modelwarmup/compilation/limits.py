@@ -65,10 +65,15 @@ def limits_of(config: Mapping[str, Any]) -> ModelLimits:
     return ModelLimits(max_positions=positions, sliding_window=window)
 
 
-def read_limits(model_dir: Path) -> ModelLimits:
-    """The limits of the model whose ``config.json`` is in ``model_dir`` (none if unreadable)."""
+def read_config(model_dir: Path) -> dict[str, Any]:
+    """The parsed ``config.json`` in ``model_dir``; empty when it is missing or not an object."""
     try:
         config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return ModelLimits(max_positions=None, sliding_window=None)
-    return limits_of(config) if isinstance(config, dict) else ModelLimits(None, None)
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def read_limits(model_dir: Path) -> ModelLimits:
+    """The limits of the model whose ``config.json`` is in ``model_dir`` (none if unreadable)."""
+    return limits_of(read_config(model_dir))

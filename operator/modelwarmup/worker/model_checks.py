@@ -44,11 +44,7 @@ def fit_to_model(
     """The settings this model is compiled with, and a note for each change: ``auto`` becomes the
     checkpoint's dtype, and ``max_length`` (with the lengths above it) is capped to the positions
     the model has, so that neither compiling nor serving runs past them."""
-    try:
-        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        config = {}
-    config = config if isinstance(config, dict) else {}
+    config = limits.read_config(model_dir)
     update: dict[str, Any] = {}
     notes: list[str] = []
     if settings.dtype == "auto":
