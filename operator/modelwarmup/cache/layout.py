@@ -4,6 +4,7 @@
     <cache>/compiled/<model>/<platform>/ one complete entry: artifacts plus manifest.json
     <cache>/compiled/<model>/.<platform>.<random>.tmp/  an entry being built
     <cache>/locks/<model>.<platform>.lock                one builder per entry at a time
+    <cache>/rehearsed/<key>/            what a serving engine compiled in a rehearsal, and its manifest
 
 An entry is complete when, and only when, its ``manifest.json`` exists: the builder writes the
 artifacts into a temporary directory on the same volume, fsyncs them, renames the directory into
@@ -54,6 +55,13 @@ class CacheLayout:
     @property
     def compiled(self) -> Path:
         return self.root / "compiled"
+
+    @property
+    def rehearsed(self) -> Path:
+        return self.root / "rehearsed"
+
+    def rehearsal_entry(self, key: str) -> Path:
+        return self.rehearsed / key
 
     def repo_dir(self, repo: str) -> Path:
         """A repository's folder in the HF cache, as huggingface_hub names it."""
@@ -147,9 +155,16 @@ def write_text_atomic(path: Path, text: str) -> None:
 @contextlib.contextmanager
 def staging_dir(layout: CacheLayout, model_key: str, platform_key: str) -> Iterator[Path]:
     """A fresh temporary directory beside the entry, removed unless it was published."""
-    parent = layout.compiled / model_key
+    with staging_beside(layout.entry(model_key, platform_key)) as staging:
+        yield staging
+
+
+@contextlib.contextmanager
+def staging_beside(entry: Path) -> Iterator[Path]:
+    """A fresh temporary directory beside ``entry`` (same volume: the rename is atomic)."""
+    parent = entry.parent
     parent.mkdir(parents=True, exist_ok=True)
-    staging = parent / f".{platform_key}.{uuid.uuid4().hex[:12]}.tmp"
+    staging = parent / f".{entry.name}.{uuid.uuid4().hex[:12]}.tmp"
     staging.mkdir()
     try:
         yield staging
@@ -157,7 +172,7 @@ def staging_dir(layout: CacheLayout, model_key: str, platform_key: str) -> Itera
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def publish(staging: Path, entry: Path, built: EntryManifest) -> None:
+def publish(staging: Path, entry: Path, built: Mapping[str, object]) -> None:
     """Move a fully built staging directory into place, then write its manifest last."""
     (staging / MANIFEST).unlink(missing_ok=True)
     _fsync_tree(staging)

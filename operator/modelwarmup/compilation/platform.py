@@ -26,7 +26,6 @@ import hashlib
 import importlib.metadata
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from modelwarmup.contracts import digest
+from modelwarmup.contracts.host import SECRET_HINT, cpu_flags
 
 # Environment variables that change what Inductor generates. The OpenMP runtime's own switches
 # (KMP_*, GOMP_*, *_NUM_THREADS) are not among them: they steer scheduling, not code, and the
@@ -77,34 +77,6 @@ _ENV_EXCLUDED = frozenset(
         "TORCHINDUCTOR_VEC_ISA_OK",
     }
 )
-_SECRET_HINT = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH|API_?KEY|PRIVATE", re.I)
-
-# /proc/cpuinfo flags that change which kernels Inductor (or oneDNN behind it) emits.
-_CPU_FLAGS = (
-    "sse4_2",
-    "avx",
-    "avx2",
-    "fma",
-    "f16c",
-    "avx_vnni",
-    "avx512f",
-    "avx512dq",
-    "avx512bw",
-    "avx512vl",
-    "avx512_vnni",
-    "avx512_bf16",
-    "avx512_fp16",
-    "amx_tile",
-    "amx_bf16",
-    "amx_int8",
-    "amx_fp16",
-    # aarch64 ("Features:" line)
-    "asimd",
-    "sve",
-    "sve2",
-    "bf16",
-    "i8mm",
-)
 
 
 def compile_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -112,7 +84,7 @@ def compile_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     env = os.environ if environ is None else environ
     picked: dict[str, str] = {}
     for name, value in env.items():
-        if name in _ENV_EXCLUDED or _SECRET_HINT.search(name):
+        if name in _ENV_EXCLUDED or SECRET_HINT.search(name):
             continue
         if name in _ENV_NAMES or name.startswith(_ENV_PREFIXES):
             picked[name] = value
@@ -125,20 +97,6 @@ def _package_version(*names: str) -> str:
             return importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             continue
-    return ""
-
-
-def _cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> str:
-    """The flags of the first CPU listed, restricted to :data:`_CPU_FLAGS`, space-separated."""
-    try:
-        with open(cpuinfo, encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                key, _, value = line.partition(":")
-                if key.strip() in ("flags", "Features"):
-                    present = set(value.split())
-                    return " ".join(flag for flag in _CPU_FLAGS if flag in present)
-    except OSError:
-        pass
     return ""
 
 
@@ -174,7 +132,7 @@ def _cpu_info() -> dict[str, str]:
     info = {
         "cpu_vec_isa": type(isa).__name__,
         "cpu_vec_isa_bits": str(isa.bit_width()) if isa else "0",
-        "cpu_flags": _cpu_flags(),
+        "cpu_flags": cpu_flags(),
     }
     try:
         import torch

@@ -42,4 +42,6 @@ ENV_COLD: Final = "MODELWARMUP_COLD"
 JOB_CACHE_MOUNT: Final = "/cache"  # the cache volume in warm-up Jobs
 SERVING_CACHE_MOUNT: Final = "/var/cache/modelwarmup"  # spec.serving.mountPath's default
 RUNTIME_MOUNT: Final = "/opt/modelwarmup"  # the loader's emptyDir in serving pods
+# Where a rehearsed server writes its compile caches, and serving pods restore them (an emptyDir).
+ENGINE_CACHE_MOUNT: Final = "/var/cache/modelwarmup-engine"
 TERMINATION_LOG: Final = "/dev/termination-log"  # where the worker writes its summary
