@@ -28,9 +28,10 @@ subprocess:
   the termination-message file, or with ``FallbackToLogsOnError`` the log tail of a failed
   container whose file is empty.
 
-Not emulated: scheduling (nodeSelector, tolerations, resources, runtimeClassName are ignored),
-security contexts (the process runs as the test's user), images, init containers, more than one
-container, ``parallelism``/``completions`` other than 1, suspension and pod deletion by users
+Init containers run in order before the container, each to its end; the first that fails fails
+the pod (its exit code and log tail are the pod's). Not emulated: scheduling (nodeSelector,
+tolerations, resources, runtimeClassName are ignored), security contexts (the process runs as the
+test's user), images, more than one container, ``parallelism``/``completions`` other than 1, suspension and pod deletion by users
 (a deleted Job's running process is killed). A missing Secret keeps the pod ``Pending`` with
 ``CreateContainerConfigError``, as on a real node. A pod the API server refuses (a ServiceAccount
 that does not exist) is a ``FailedCreate`` Warning Event on the Job, retried, as the Job
@@ -94,6 +95,7 @@ class PodRun:
     message: str = ""
     started: float = 0.0
     seconds: float = 0.0
+    init_failed: str = ""  # the init container that failed the pod, if one did
 
     @property
     def log(self) -> str:
@@ -647,12 +649,18 @@ class LocalKubelet:
             if remaining is None
             else max(0.0, min(self.pod_timeout, remaining - (time.monotonic() - began)))
         )
-        exit_code = self._execute(tracked, config, log_path, timeout)
+        exit_code = self._init_containers(tracked, sandbox, pod, timeout)
+        if exit_code == 0:
+            exit_code = self._execute(tracked, config, log_path, timeout)
+        else:
+            config = sandbox.config(
+                next(i for i in pod["spec"]["initContainers"] if i["name"] == run.init_failed)
+            )
         run.seconds = round(time.monotonic() - run.started, 3)
         if tracked.cancelled.is_set() or self._stopping.is_set():
             return None
         run.exit_code = exit_code
-        run.message = _termination_message(config.message_path, log_path, exit_code, container)
+        run.message = _termination_message(config.message_path, run.log_path, exit_code, container)
         terminated: Manifest = {
             "exitCode": 137 if exit_code is None else exit_code,
             "reason": "Completed"
@@ -673,6 +681,21 @@ class LocalKubelet:
             ),
         )
         return run
+
+    def _init_containers(
+        self, tracked: _Tracked, sandbox: Sandbox, pod: Manifest, timeout: float
+    ) -> int | None:
+        """Run the pod's init containers in order (their logs beside the pod's); the first
+        non-zero exit code stops there and fails the pod, as on a node with restartPolicy Never."""
+        for init in pod["spec"].get("initContainers") or []:
+            config = sandbox.config(init)
+            code = self._execute(tracked, config, sandbox.home / f"init-{init['name']}.log", timeout)
+            if code != 0:
+                run = next(r for r in self.runs if r.pod == pod["metadata"]["name"])
+                run.init_failed = init["name"]
+                run.log_path = sandbox.home / f"init-{init['name']}.log"
+                return code
+        return 0
 
     def _execute(
         self, tracked: _Tracked, config: ContainerConfig, log_path: Path, timeout: float

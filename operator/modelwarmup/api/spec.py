@@ -324,6 +324,44 @@ MOUNT_PATH = r"^(/[A-Za-z0-9_-][A-Za-z0-9._-]*)+/?$"
 SYSTEM_DIRS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/sbin", "/sys", "/usr", "/var")
 
 
+# A warm-up request as `modelwarmup rehearse --request` takes it: METHOD /path [JSON body].
+WARMUP_REQUEST = r"^(GET|POST) /[^\s]*( .+)?$"
+
+
+class RehearsalSpec(ApiModel):
+    """Warm the Deployment's own server: run its container once in a Job, capture what it compiled."""
+
+    container: str | None = Field(default=None, pattern=DNS_LABEL, max_length=63)
+    """The server's container; the Deployment's first container when unset."""
+    ready_path: str | None = Field(default=None, pattern=r"^/[^\s]*$", max_length=1024)
+    """The path that answers 200 once the server is ready; the container's readinessProbe
+    (httpGet) when unset, else /health."""
+    port: int | None = Field(default=None, ge=1, le=65535)
+    """The server's port; the readinessProbe's (a number), else the container's first port, else 8000."""
+    requests: list[Annotated[str, Field(pattern=WARMUP_REQUEST, max_length=65536)]] = Field(
+        default_factory=list, max_length=16
+    )
+    """Warm-up requests, "METHOD /path [JSON body]"; a short and a long /v1/completions when empty."""
+    timeout_seconds: int = Field(default=1800, ge=30, le=86400)
+    """How long the server may take to become ready in the rehearsal."""
+    verify: bool = True
+    """Start the server a second time from the captured caches and publish only if it compiled nothing."""
+    engine_cache_path: str = Field(
+        default=wiring.ENGINE_CACHE_MOUNT,
+        pattern=MOUNT_PATH,
+        max_length=1024,
+        json_schema_extra=validations(cel(f"!(self in {list(SYSTEM_DIRS)})", "must not be a system folder")),
+    )
+    """Where the server's compile caches live, in the rehearsal and in serving pods (an emptyDir)."""
+
+    @field_validator("engine_cache_path")
+    @classmethod
+    def _engine_not_a_system_folder(cls, value: str) -> str:
+        if value in SYSTEM_DIRS:
+            raise ValueError(f"{value!r} must not be a system folder: the mount would hide it")
+        return value
+
+
 class ServingSpec(ApiModel):
     """The serving Deployments to wire to the warmed cache once it is ready."""
 
@@ -338,6 +376,11 @@ class ServingSpec(ApiModel):
                 " || (has(self.selector.matchExpressions) && size(self.selector.matchExpressions) > 0)",
                 "selector must name at least one label or expression (an empty one selects every Deployment)",
                 field_path=".selector",
+            ),
+            cel(
+                "!has(self.rehearsal) || (has(self.names) && self.names.size() == 1)",
+                "rehearsal needs exactly one Deployment in names: the one whose server is rehearsed",
+                field_path=".rehearsal",
             ),
         )
     )
@@ -360,11 +403,18 @@ class ServingSpec(ApiModel):
     components, not "/" nor a system folder (/etc, /usr, ...), which the mount would hide."""
     verify_init_container: bool = True
     """Add an init container that runs `modelwarmup verify` before the server starts."""
+    rehearsal: RehearsalSpec | None = None
+    """Warm the Deployment's own server (vLLM, SGLang, TGI...) by rehearsal instead of compiling
+    with modelwarmup's loader: spec.compile is then not used."""
 
     @model_validator(mode="after")
     def _names_or_selector(self) -> ServingSpec:
         if self.names and self.selector is not None:
             raise ValueError("set names or selector, not both")
+        if self.rehearsal is not None and len(self.names) != 1:
+            raise ValueError(
+                "rehearsal needs exactly one Deployment in names: the one whose server is rehearsed"
+            )
         if self.selector is not None and not (self.selector.match_labels or self.selector.match_expressions):
             # Kubernetes reads an empty selector as "everything": every Deployment of the namespace.
             raise ValueError(
@@ -409,3 +459,13 @@ class ModelWarmupSpec(ApiModel):
                 raise ValueError(f"duplicate target name {target.name!r}; names must be unique")
             seen.add(target.name)
         return targets
+
+    # pydantic only: a CEL rule on the spec that reads both targets and serving is costed over
+    # every field below the spec, past the API server's budget.
+    @model_validator(mode="after")
+    def _one_target_to_rehearse(self) -> ModelWarmupSpec:
+        if self.serving is not None and self.serving.rehearsal is not None and len(self.targets) != 1:
+            raise ValueError(
+                "a rehearsal runs the Deployment's server on one kind of node: exactly one target"
+            )
+        return self

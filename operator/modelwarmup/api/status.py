@@ -42,6 +42,9 @@ class Reason(StrEnum):
     CONTAINER_NOT_FOUND = "ContainerNotFound"
     INVALID_SPEC = "InvalidSpec"
     REJECTED = "RejectedByApiServer"
+    REHEARSED = "Rehearsed"
+    DRIFTED = "Drifted"
+    NOT_REHEARSABLE = "NotRehearsable"
 
 
 TargetPhase = Literal["Pending", "Running", "Succeeded", "Failed", "CacheHit"]

@@ -17,7 +17,7 @@ from modelwarmup.api.spec import Target
 from modelwarmup.api.status import ConditionType, ModelWarmupStatus, Reason, TargetStatus
 from modelwarmup.contracts import wiring
 from modelwarmup.contracts.summary import WorkerSummary
-from modelwarmup.controller import conditions, jobs, naming, resolution, serving
+from modelwarmup.controller import conditions, jobs, naming, rehearsal, resolution, serving
 from modelwarmup.controller.conditions import State, Wanted
 from modelwarmup.controller.kubeapi import KubeObject
 from modelwarmup.controller.resolution import Resolution
@@ -156,11 +156,13 @@ def decide(observed: Observed, settings: OperatorSettings, *, now: str) -> Plan:
     pins = observed.resolution.pins if observed.resolution is not None else ()
     targets: list[TargetStatus] = []
     chosen: list[JobView | None] = [None] * len(mw.spec.targets)
+    problem: str | None = None
     if resolving:
         # No target's key is known before its commits are: nothing is cancelled meanwhile either.
         targets = _resolving(observed, settings, plan)
     else:
-        keys = [naming.warmup_key(mw.spec, target, image, pins) for target in mw.spec.targets]
+        template, problem = rehearsed_template(mw, observed.deployments)
+        keys = warmup_keys(mw, image, pins, observed.deployments)
         # An unfinished Job of an earlier spec that no resource waits on would run to its end for
         # nothing (on a GPU node, a whole warm-up): cancel it. A shared one stays while another
         # resource waits.
@@ -173,8 +175,18 @@ def decide(observed: Observed, settings: OperatorSettings, *, now: str) -> Plan:
         for target, key in zip(mw.spec.targets, keys, strict=True):
             view = pick_job(list(observed.jobs_by_key.get(key, [])), own)
             created = ""
+            if view is None and rehearsing(mw) and (template is None or problem):
+                # Nothing to rehearse yet: the Deployment is missing, or cannot be run as it is.
+                message = problem or "waiting for the Deployment to rehearse"
+                targets.append(TargetStatus(name=target.name, phase="Pending", message=message[:1024]))
+                chosen.append(None)
+                continue
             if view is None:
-                job = jobs.build_job(mw, target, key, settings, pins)
+                job = (
+                    jobs.build_rehearsal_job(mw, target, key, settings, template, pins)
+                    if template is not None
+                    else jobs.build_job(mw, target, key, settings, pins)
+                )
                 plan.create_jobs.append(job)
                 created = job["metadata"]["name"]
             targets.append(_target_status(target, view, own, created=created))
@@ -186,6 +198,10 @@ def decide(observed: Observed, settings: OperatorSettings, *, now: str) -> Plan:
     model_keys = {
         v.summary.model_key for v in chosen if v and v.summary and v.summary.ok and v.summary.model_key
     }
+    if rehearsing(mw):  # serving restores the rehearsed entry itself: rehearsed/<key>
+        model_keys = {
+            v.summary.entry_key for v in chosen if v and v.summary and v.summary.ok and v.summary.entry_key
+        }
     model_key = sorted(model_keys)[0] if done and model_keys else None
     commits = [c for t in targets if (c := _commit(observed, t))]
     if pins:
@@ -199,6 +215,12 @@ def decide(observed: Observed, settings: OperatorSettings, *, now: str) -> Plan:
         weights = State("True", Reason.CACHE_HIT if hit else Reason.DOWNLOADED, "weights are in the cache")
         compiled = (
             State(
+                "True",
+                Reason.CACHE_HIT if hit else Reason.REHEARSED,
+                "the server's own compile caches are captured, verified and in the cache",
+            )
+            if rehearsing(mw)
+            else State(
                 "True",
                 Reason.CACHE_HIT if hit else Reason.COMPILED,
                 "compiled artifacts are in the cache for every target",
@@ -228,6 +250,10 @@ def decide(observed: Observed, settings: OperatorSettings, *, now: str) -> Plan:
         plan.prune_job = jobs.build_prune_job(mw, model_key, keep, settings)
     if failed:
         ready = State("False", Reason.JOB_FAILED, compiled.message)
+    elif problem:
+        ready = State("False", Reason.NOT_REHEARSABLE, problem)
+    elif not done and (drift := _drifted(observed, mw)):
+        ready = State("False", Reason.DRIFTED, drift)
     elif not done:
         ready = compiled
     elif serving_state.status != "True":
@@ -260,6 +286,57 @@ def decide(observed: Observed, settings: OperatorSettings, *, now: str) -> Plan:
 
 
 RESOLVING = "Resolving"
+
+
+def rehearsing(mw: ModelWarmup) -> bool:
+    return mw.spec.serving is not None and mw.spec.serving.rehearsal is not None
+
+
+def rehearsed_template(
+    mw: ModelWarmup, deployments: Mapping[str, KubeObject]
+) -> tuple[KubeObject | None, str | None]:
+    """(the unwired pod template to rehearse, why it cannot be) in rehearsal mode; else (None, None)."""
+    serving = mw.spec.serving
+    if serving is None or serving.rehearsal is None:
+        return None, None
+    deployment = deployments.get(serving.names[0])
+    if deployment is None:
+        return None, None
+    template = rehearsal.unwired_template(deployment.get("spec", {}).get("template", {}))
+    try:
+        rehearsal.check(template, serving.rehearsal)
+    except rehearsal.TemplateProblem as error:
+        return template, f"Deployment {serving.names[0]}: {error}"
+    return template, None
+
+
+def warmup_keys(
+    mw: ModelWarmup, image: str, pins: tuple[str, ...], deployments: Mapping[str, KubeObject]
+) -> list[str]:
+    """Each target's warm-up key; in rehearsal mode, of the Deployment's template as it is now."""
+    template, _ = rehearsed_template(mw, deployments)
+    rehearsed = None
+    if template is not None and mw.spec.serving is not None and mw.spec.serving.rehearsal is not None:
+        try:
+            rehearsed = rehearsal.template_inputs(template, mw.spec.serving.rehearsal)
+        except rehearsal.TemplateProblem:
+            rehearsed = None
+    return [naming.warmup_key(mw.spec, target, image, pins, rehearsed) for target in mw.spec.targets]
+
+
+def _drifted(observed: Observed, mw: ModelWarmup) -> str | None:
+    """Why the rehearsed Deployment is wired to an entry of an older template, if it is."""
+    if not rehearsing(mw) or mw.spec.serving is None:
+        return None
+    name = mw.spec.serving.names[0]
+    deployment = observed.deployments.get(name)
+    current = serving.current_key(deployment) if deployment is not None else None
+    if current is None:
+        return None
+    return (
+        f"Deployment {name} changed since {current} was rehearsed (image, command, args, env or "
+        "resources): rehearsing it again; its pods keep the previous entry meanwhile"
+    )
 
 
 def _resolving(observed: Observed, settings: OperatorSettings, plan: Plan) -> list[TargetStatus]:
@@ -427,7 +504,11 @@ def _serving(
             continue
         template = deployment.get("spec", {}).get("template", {})
         image = settings.runtime_image or mw.spec.worker.image or settings.worker_image
-        new_template = serving.wired_template(template, mw, model_key, image)
+        new_template = (
+            rehearsal.wired_template(template, mw, model_key, image)
+            if rehearsing(mw)
+            else serving.wired_template(template, mw, model_key, image)
+        )
         plan.patches[name] = serving.json_patch(deployment, new_template, owner=own)
         patched.append(name)
     if observed.missing_deployments:

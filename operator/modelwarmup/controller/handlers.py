@@ -86,6 +86,15 @@ def register(
         for name in names:
             service.reconcile_for_job(memo.runtime, namespace, name, dict(body), type, logger)
 
+    @kopf.on.event(
+        "apps", "v1", "deployments", annotations={wiring.ANNOTATION_WIRED_BY: kopf.PRESENT}, registry=registry
+    )
+    def on_deployment(body: kopf.Body, type: str, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+        meta = body.get("metadata", {})
+        owner = (meta.get("annotations") or {}).get(wiring.ANNOTATION_WIRED_BY)
+        if type in ("MODIFIED", None) and owner:  # None: the watch's initial listing
+            service.reconcile_for_deployment(memo.runtime, meta.get("namespace") or "default", owner, logger)
+
     @kopf.on.event("", "v1", "pods", labels={wiring.MANAGED_BY: wiring.OPERATOR}, registry=registry)
     def on_pod(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
         namespace, names = _concerned(memo.runtime, body.get("metadata", {}), set())

@@ -16,7 +16,7 @@ from modelwarmup.api.resource import ModelWarmup
 from modelwarmup.api.spec import ModelWarmupSpec, Target
 from modelwarmup.contracts import compile as compile_contract
 from modelwarmup.contracts import digest, wiring
-from modelwarmup.controller import naming, resolution
+from modelwarmup.controller import naming, rehearsal, resolution
 from modelwarmup.controller.settings import OperatorSettings
 
 CONTAINER = "warm-cache"
@@ -209,6 +209,44 @@ def _worker_job(
         pod_spec["runtimeClassName"] = target.runtime_class_name
     if spec.worker.service_account_name:
         pod_spec["serviceAccountName"] = spec.worker.service_account_name
+    return _job(mw, name=name, labels=labels, pod_spec=pod_spec, container=CONTAINER)
+
+
+def build_rehearsal_job(
+    mw: ModelWarmup,
+    target: Target,
+    key: str,
+    settings: OperatorSettings,
+    template: dict[str, Any],
+    pins: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """The Job rehearsing the Deployment's server (pod template ``template``, unwired) for ``target``."""
+    serving = mw.spec.serving
+    assert serving is not None
+    env = [
+        {**e, "value": f"{serving.mount_path}/hf"} if e.get("name") == "HF_HOME" else e for e in _env(mw.spec)
+    ]
+    pod_spec = rehearsal.rehearsal_pod(mw, template, target, settings, rehearsal.prepare_args(mw, pins), env)
+    labels = naming.job_labels(mw.metadata.name, target.name, key)
+    return _job(
+        mw, name=naming.job_name(mw.metadata.name, target.name, key), labels=labels, pod_spec=pod_spec
+    )
+
+
+def _job(
+    mw: ModelWarmup,
+    *,
+    name: str,
+    labels: dict[str, str],
+    pod_spec: dict[str, Any],
+    container: str | None = None,
+) -> dict[str, Any]:
+    """The Job around ``pod_spec``: fail at once on a permanent exit code (of ``container``, or of
+    any container), retry others up to backoffLimit, ignore disruptions."""
+    spec = mw.spec
+    exit_codes: dict[str, Any] = {"operator": "In", "values": list(errors.PERMANENT_EXIT_CODES)}
+    if container is not None:
+        exit_codes["containerName"] = container
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -223,14 +261,7 @@ def _worker_job(
             "activeDeadlineSeconds": spec.worker.active_deadline_seconds,
             "podFailurePolicy": {
                 "rules": [
-                    {
-                        "action": "FailJob",
-                        "onExitCodes": {
-                            "containerName": CONTAINER,
-                            "operator": "In",
-                            "values": list(errors.PERMANENT_EXIT_CODES),
-                        },
-                    },
+                    {"action": "FailJob", "onExitCodes": exit_codes},
                     {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
                 ]
             },

@@ -13,7 +13,11 @@ MAX_NAME: Final = 63
 
 
 def warmup_inputs(
-    spec: ModelWarmupSpec, target: Target, worker_image: str, pins: tuple[str, ...] = ()
+    spec: ModelWarmupSpec,
+    target: Target,
+    worker_image: str,
+    pins: tuple[str, ...] = (),
+    rehearsed: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything that decides a target's warm-up Job, as the operator can see it: the spec and
     the commits its branches and tags were pinned to (see :mod:`.resolution`).
@@ -21,12 +25,15 @@ def warmup_inputs(
     Resources share a Job, and so an entry, only when all of it matches: the same model, settings,
     platform and cache, and a Job they could each have run themselves (the same token Secret, the
     same tolerations, ServiceAccount and worker environment). Retry and deadline settings only
-    change how long a Job tries, not whether it can succeed, and are left out.
+    change how long a Job tries, not whether it can succeed, and are left out. A rehearsal's key
+    has what of the Deployment's template it runs instead of the compile settings (``rehearsed``:
+    see :func:`modelwarmup.controller.rehearsal.template_inputs`), so editing it is drift.
     """
     return {
         "model": spec.model.model_dump(mode="json", exclude={"endpoint"}),
         "endpoint": spec.model.endpoint,
-        "compile": spec.compile.model_dump(mode="json"),
+        "compile": spec.compile.model_dump(mode="json") if rehearsed is None else None,
+        **({"rehearsed": rehearsed} if rehearsed is not None else {}),
         "target": target.model_dump(
             mode="json",
             include={"node_selector", "tolerations", "devices", "resources", "runtime_class_name"},
@@ -40,9 +47,15 @@ def warmup_inputs(
     }
 
 
-def warmup_key(spec: ModelWarmupSpec, target: Target, worker_image: str, pins: tuple[str, ...] = ()) -> str:
+def warmup_key(
+    spec: ModelWarmupSpec,
+    target: Target,
+    worker_image: str,
+    pins: tuple[str, ...] = (),
+    rehearsed: dict[str, Any] | None = None,
+) -> str:
     """A short digest of :func:`warmup_inputs`: equal for resources that would warm the same entry."""
-    return digest.digest(warmup_inputs(spec, target, worker_image, pins), length=10)
+    return digest.digest(warmup_inputs(spec, target, worker_image, pins, rehearsed), length=10)
 
 
 def job_name(resource_name: str, target_name: str, key: str) -> str:

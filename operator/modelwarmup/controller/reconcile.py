@@ -16,7 +16,7 @@ from modelwarmup import errors
 from modelwarmup.api import resource
 from modelwarmup.api.resource import ModelWarmup
 from modelwarmup.api.status import ModelWarmupStatus
-from modelwarmup.controller import apply, conditions, decide, kubeapi, naming, observe, resolution, serving
+from modelwarmup.controller import apply, conditions, decide, kubeapi, observe, resolution, serving
 from modelwarmup.controller.memo import Runtime
 from modelwarmup.controller.settings import OperatorSettings
 
@@ -65,7 +65,9 @@ def reconcile(runtime: Runtime, body: dict[str, Any], logger: kopf.Logger) -> No
             keys = (
                 [pending.key]  # until the commits are known, the resource waits on its resolve Job
                 if pending is not None and not pending.done
-                else [naming.warmup_key(mw.spec, target, image, pins) for target in mw.spec.targets]
+                else decide.warmup_keys(
+                    mw, image, pins, observe.deployments(runtime.api, mw)[0] if decide.rehearsing(mw) else {}
+                )
             )
             runtime.waits(namespace, mw.metadata.name, keys)
             with runtime.warming(namespace, keys):
@@ -144,6 +146,13 @@ def reconcile_for_pod(
     with runtime.lock(namespace, name):
         if _pod_news(runtime, namespace, name, pod):
             _reconcile_named(runtime, namespace, name, logger)
+
+
+def reconcile_for_deployment(runtime: Runtime, namespace: str, name: str, logger: kopf.Logger) -> None:
+    """Reconcile the resource that wired a Deployment which changed: in rehearsal mode its template
+    is the rehearsal's input, and a change is drift (the key computed from it moves)."""
+    with runtime.lock(namespace, name):
+        _reconcile_named(runtime, namespace, name, logger)
 
 
 def _reconcile_named(runtime: Runtime, namespace: str, name: str, logger: kopf.Logger) -> None:
