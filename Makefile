@@ -69,6 +69,7 @@ demo: venv  ## The main job: hub, API server, operator, Job runner; warm a tiny 
 bench: venv  ## Run the benchmarks; figures go to docs/benchmarks.md by hand.
 	$(BIN)/python -m benchmarks.warm_start
 	$(BIN)/python -m benchmarks.operator_scale
+	$(BIN)/python -m benchmarks.vllm_start  # needs make vllm-venv
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .mypy_cache .ruff_cache
