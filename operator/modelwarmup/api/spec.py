@@ -380,7 +380,6 @@ class ServingSpec(ApiModel):
             cel(
                 "!has(self.rehearsal) || (has(self.names) && self.names.size() == 1)",
                 "rehearsal needs exactly one Deployment in names: the one whose server is rehearsed",
-                field_path=".rehearsal",
             ),
         )
     )
