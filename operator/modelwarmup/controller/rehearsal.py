@@ -103,7 +103,7 @@ def check(template: KubeObject, rehearsal: RehearsalSpec) -> None:
         )
 
 
-def _launcher_args(mw: ModelWarmup, container: KubeObject, rehearsal: RehearsalSpec, mount: str) -> list[str]:
+def _launcher_args(container: KubeObject, rehearsal: RehearsalSpec, mount: str) -> list[str]:
     command = [*(container.get("command") or []), *(container.get("args") or [])]
     args = [
         "--prepared", PREPARED_MOUNT,
@@ -129,16 +129,6 @@ def _cache_mount(mw: ModelWarmup, mount: str, *, read_only: bool) -> KubeObject:
     return found
 
 
-def _restricted() -> KubeObject:
-    return {
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "runAsNonRoot": True,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
 def rehearsal_pod(
     mw: ModelWarmup,
     template: KubeObject,
@@ -159,7 +149,7 @@ def rehearsal_pod(
         if key not in ("command", "args", "readinessProbe", "livenessProbe", "startupProbe", "lifecycle")
     }
     container["command"] = list(LAUNCHER)
-    container["args"] = _launcher_args(mw, original, rehearsal, mount)
+    container["args"] = _launcher_args(original, rehearsal, mount)
     env = [e for e in container.get("env") or [] if e.get("name") != "PYTHONPATH"]
     pythonpath = next(
         (e.get("value", "") for e in original.get("env") or [] if e.get("name") == "PYTHONPATH"), ""
@@ -192,7 +182,7 @@ def rehearsal_pod(
             {"name": PREPARED_VOLUME, "mountPath": PREPARED_MOUNT},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
-        "securityContext": _restricted(),
+        "securityContext": serving.restricted(),
     }
     pod: KubeObject = copy.deepcopy(template.get("spec", {}))
     pod["containers"] = [container]
@@ -296,7 +286,7 @@ def wired_template(template: KubeObject, mw: ModelWarmup, key: str, runtime_imag
             "--warn-only",
         ],
         "volumeMounts": [cache_mount, engine_mount],
-        "securityContext": _restricted(),
+        "securityContext": serving.restricted(),
     }
     pod["initContainers"] = [restore, *pod.get("initContainers", [])]
     annotations = new.setdefault("metadata", {}).setdefault("annotations", {})

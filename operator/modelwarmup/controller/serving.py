@@ -44,7 +44,8 @@ def _filter(parent: KubeObject, field: str, names: tuple[str, ...]) -> None:
         del parent[field]  # the template as it was before we added to it
 
 
-def _restricted() -> KubeObject:
+def restricted() -> KubeObject:
+    """The restricted Pod Security profile for a container of ours."""
     return {
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
@@ -114,7 +115,7 @@ def wired_template(template: KubeObject, mw: ModelWarmup, model_key: str, runtim
             "command": ["modelwarmup"],
             "args": _verify_args(mount, model_key, mw.spec.model.repo),
             "volumeMounts": [cache_mount, {**runtime_mount, "readOnly": False}],
-            "securityContext": _restricted(),
+            "securityContext": restricted(),
         }
         pod["initContainers"] = [verify, *pod.get("initContainers", [])]
     annotations = new.setdefault("metadata", {}).setdefault("annotations", {})
