@@ -182,7 +182,7 @@ def rehearsal_pod(
             {"name": PREPARED_VOLUME, "mountPath": PREPARED_MOUNT},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
-        "securityContext": serving.restricted(),
+        "securityContext": restricted(),
     }
     pod: KubeObject = copy.deepcopy(template.get("spec", {}))
     pod["containers"] = [container]
@@ -286,7 +286,7 @@ def wired_template(template: KubeObject, mw: ModelWarmup, key: str, runtime_imag
             "--warn-only",
         ],
         "volumeMounts": [cache_mount, engine_mount],
-        "securityContext": serving.restricted(),
+        "securityContext": restricted(),
     }
     pod["initContainers"] = [restore, *pod.get("initContainers", [])]
     annotations = new.setdefault("metadata", {}).setdefault("annotations", {})
