@@ -30,6 +30,7 @@ from modelwarmup.api.resource import ModelWarmup
 from modelwarmup.api.spec import RehearsalSpec, Target
 from modelwarmup.contracts import digest, wiring
 from modelwarmup.controller.kubeapi import KubeObject
+from modelwarmup.controller.serving import restricted
 from modelwarmup.controller.settings import OperatorSettings
 from modelwarmup.rehearsal import engines
 
