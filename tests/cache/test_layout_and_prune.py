@@ -17,6 +17,7 @@ from modelwarmup.cache import housekeeping, layout, prune
 from modelwarmup.cache.layout import CacheLayout
 from modelwarmup.contracts import manifest
 from modelwarmup.contracts.manifest import EntryManifest
+from modelwarmup.contracts.rehearsal import REHEARSAL_MANIFEST_VERSION, RehearsalManifest
 
 
 def entry_manifest(repo: str, model_key: str, platform_key: str) -> EntryManifest:
@@ -193,3 +194,58 @@ def test_housekeeping_collects_old_leftovers_of_killed_workers_and_nothing_in_us
         p.relative_to(tmp_path).as_posix() for p in (old_partial, staging, temporary)
     )
     assert new_partial.exists() and locked_partial.exists() and not staging.exists()
+
+
+def rehearsed(cache: CacheLayout, key: str, repo: str = "org/m") -> Path:
+    """A rehearsed entry as ``modelwarmup rehearse`` publishes it (caches/, then the manifest)."""
+    entry = cache.rehearsal_entry(key)
+    with layout.staging_beside(entry) as staging:
+        (staging / "caches" / "inductor").mkdir(parents=True)
+        (staging / "caches" / "inductor" / "kernel.so").write_bytes(b"x" * 10)
+        built: RehearsalManifest = {
+            "manifest_version": REHEARSAL_MANIFEST_VERSION,
+            "worker_version": "test",
+            "created_at": "2026-12-02T00:00:00+00:00",
+            "key": key,
+            "key_inputs": {},
+            "repo": repo,
+            "commit": "c" * 40,
+            "model_key": "download-key",
+            "image": "vllm/vllm-openai:v0.32.0",
+            "image_digest": None,
+            "command": ["vllm", "serve"],
+            "engine_cache_path": "/var/cache/modelwarmup-engine",
+            "env": {},
+            "platform": {},
+            "captured_bytes": 10,
+            "captured_files": 1,
+            "checksums": {},
+            "timings": {},
+            "engine_init_seconds": None,
+            "verification": {
+                "ran": False,
+                "new_files": [],
+                "evidence": [],
+                "engine_init_seconds": None,
+                "ready_seconds": None,
+            },
+        }
+        layout.publish(staging, entry, built)
+    assert layout.read_rehearsal(entry) is not None
+    return entry
+
+
+def test_prune_removes_superseded_rehearsed_entries_of_the_repo_unless_a_rehearsal_holds_one(
+    tmp_path: Path,
+) -> None:
+    cache = CacheLayout(tmp_path)
+    for key in ("m-old", "m-older", "m-new"):
+        rehearsed(cache, key)
+    rehearsed(cache, "other-x", repo="org/other")
+    build(cache, "download-key", "download")
+    keep = {"rehearsed/m-new", "download-key"}  # as the operator passes them in rehearsal mode
+    with layout.entry_lock(cache, layout.REHEARSAL_LOCK_GROUP, "m-older", timeout_s=1):
+        assert prune.prune(cache, "org/m", keep) == (["rehearsed/m-old"], ["rehearsed/m-older"])
+    assert prune.prune(cache, "org/m", keep) == (["rehearsed/m-older"], [])
+    assert sorted(p.name for p in cache.rehearsed.iterdir()) == ["m-new", "other-x"]
+    assert [p.name for p in cache.compiled.iterdir()] == ["download-key"]

@@ -108,6 +108,7 @@ def test_success_wires_the_deployment_and_reports_the_target() -> None:
         "WeightsDownloaded": ("True", "Downloaded"),
         "Compiled": ("True", "Compiled"),
         "ServingPatched": ("True", "Patched"),
+        "ServingWarm": ("Unknown", "WaitingForServingPod"),
     }
     target = plan.status.targets[0]
     assert (target.phase, target.entry_key, target.bytes, target.compile_seconds) == (

@@ -12,7 +12,7 @@ import yaml
 
 from modelwarmup import errors, manifests
 from modelwarmup.contracts import wiring
-from modelwarmup.controller import jobs, naming, serving
+from modelwarmup.controller import jobs, naming, rehearsal, serving
 from modelwarmup.controller.settings import OperatorSettings
 from tests.k8s.semantics import json_merge_patch
 
@@ -144,3 +144,31 @@ def test_job_names_and_labels_stay_valid_for_the_api_server_whatever_the_resourc
     )
     for value in labels.values():
         assert len(value) <= 63 and re.fullmatch(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?", value), value
+
+
+def test_switching_between_builtin_and_rehearsal_wiring_leaves_nothing_of_the_other() -> None:
+    """A resource may move from one wiring to the other (or be deleted after either): the template
+    a new wiring starts from, the one rehearsed, and the one unwiring leaves have nothing of ours."""
+    builtin = full()
+    body = builtin.model_dump(mode="json", by_alias=True, exclude_none=True)
+    body["spec"]["targets"] = body["spec"]["targets"][:1]
+    body["spec"]["serving"] = {"names": ["chat"], "rehearsal": {}}
+    rehearsed = manifests.validate_body(body)
+    original = template()
+    original["spec"]["containers"][0]["command"] = ["vllm", "serve"]
+
+    by_builtin = serving.wired_template(copy.deepcopy(original), builtin, "key-1", "runtime:1")
+    by_rehearsal = rehearsal.wired_template(
+        rehearsal.fully_unwired(by_builtin), rehearsed, "rehearsed/key-2", "runtime:1"
+    )
+    names = [c["name"] for c in by_rehearsal["spec"]["initContainers"]]
+    assert names == [rehearsal.RESTORE_CONTAINER], names
+    env = {e["name"] for e in by_rehearsal["spec"]["containers"][0]["env"]}
+    assert wiring.ENV_AUTOLOAD not in env and "VLLM_CACHE_ROOT" in env
+    assert rehearsal.fully_unwired(by_rehearsal) == original
+
+    back = serving.wired_template(rehearsal.fully_unwired(by_rehearsal), builtin, "key-3", "runtime:1")
+    assert [c["name"] for c in back["spec"]["initContainers"]] == [serving.INIT_CONTAINER]
+    assert "VLLM_CACHE_ROOT" not in {e["name"] for e in back["spec"]["containers"][0]["env"]}
+    assert rehearsal.ANNOTATION_ADDED_ENV not in back["metadata"]["annotations"]
+    assert rehearsal.fully_unwired(back) == original

@@ -49,6 +49,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import datetime
+import hashlib
 import os
 import random
 import subprocess
@@ -720,7 +721,17 @@ class LocalKubelet:
                 tracked.process = None
 
 
+def image_id(image: str) -> str:
+    """What a node reports as a started container's ``imageID``: the pulled image by digest. Images
+    are not emulated, so the digest here is the sha256 of the reference (same tag, same digest)."""
+    name = image.split("@")[0]
+    if ":" in name.rsplit("/", 1)[-1]:  # a tag, not a registry's port
+        name = name[: name.rfind(":")]
+    return f"{name}@sha256:{hashlib.sha256(image.encode()).hexdigest()}"
+
+
 def _pod_phase(phase: str, container: Manifest, state: Manifest, *, ready: bool) -> Manifest:
+    started = "running" in state or "terminated" in state  # the image was pulled
     return {
         "phase": phase,
         **({"startTime": state["running"]["startedAt"]} if "running" in state else {}),
@@ -729,6 +740,7 @@ def _pod_phase(phase: str, container: Manifest, state: Manifest, *, ready: bool)
             {
                 "name": container["name"],
                 "image": container.get("image", ""),
+                **({"imageID": image_id(container.get("image", ""))} if started else {}),
                 "ready": ready,
                 "restartCount": 0,
                 "started": ready,

@@ -715,3 +715,49 @@ def test_pods_need_their_service_account_and_field_selectors_their_kinds_fields(
     with pytest.raises(ApiError) as bad:
         kube.list(PODS, namespace=NS, field_selector="spec.containers=x")
     assert bad.value.status == 400 and "field label not supported: spec.containers" in str(bad.value)
+
+
+def test_pod_logs_are_plain_text_of_one_started_container_as_the_kubelet_serves_them(
+    api_server: ApiServer, kube: KubeClient, tmp_path: Any
+) -> None:
+    """``pods/log`` through the operator's own client: the refusals of a real API server, then
+    the attached file's text, cut by ``limitBytes``."""
+    from modelwarmup import errors
+    from modelwarmup.controller import credentials
+    from modelwarmup.controller.kubeapi import KubeApi
+
+    api = KubeApi(credentials.load(credentials.Source(kubeconfig=str(api_server.kubeconfig(namespace=NS)))))
+    pod = {
+        "metadata": {"name": "web"},
+        "spec": {
+            "initContainers": [{"name": "prepare", "image": "x"}],
+            "containers": [{"name": "server", "image": "x"}, {"name": "sidecar", "image": "x"}],
+        },
+    }
+    kube.create(PODS, pod, namespace=NS)
+    log = tmp_path / "server.log"
+    log.write_text("INFO starting\nINFO ready\n")
+    api_server.attach_log(NS, "web", "server", log)
+
+    def refusal(container: str, limit: int = 100) -> str:
+        with pytest.raises(errors.KubeApiError) as refused:
+            api.log(NS, "web", container, limit_bytes=limit)
+        assert refused.value.status in (400, 404, 422), refused.value
+        return str(refused.value)
+
+    assert 'container "server" in pod "web" is waiting to start: PodInitializing' in refusal("server")
+    assert "container nope is not valid for pod web" in refusal("nope")
+    with pytest.raises(ApiError) as unnamed:
+        kube.request("GET", f"/api/v1/namespaces/{NS}/pods/web/log")
+    assert "a container name must be specified for pod web, choose one of: [server sidecar]" in str(
+        unnamed.value
+    )
+
+    running = {"name": "server", "ready": True, "state": {"running": {"startedAt": "2026-12-02T10:00:00Z"}}}
+    kube.patch(PODS, "web", {"status": {"containerStatuses": [running]}}, namespace=NS, subresource="status")
+    assert api.log(NS, "web", "server", limit_bytes=1000) == "INFO starting\nINFO ready\n"
+    assert api.log(NS, "web", "server", limit_bytes=13) == "INFO starting"
+    assert "limitBytes: must be > 0" in refusal("server", limit=0)
+    with pytest.raises(errors.KubeApiError) as missing:
+        api.log(NS, "gone", "server", limit_bytes=10)
+    assert missing.value.not_found

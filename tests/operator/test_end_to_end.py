@@ -20,6 +20,7 @@ from modelwarmup.controller import jobs, serving
 from tests.devkit.hub import LocalHub
 from tests.e2e import serving as serving_pod
 from tests.e2e.cluster import LocalCluster
+from tests.k8s import replicas
 from tests.k8s.kubelet import LocalKubelet
 from tests.operator import helpers, rbac
 from tests.operator.helpers import DEPLOYMENTS, MW, NS
@@ -65,6 +66,7 @@ def test_warm_up_reaches_ready_with_details_and_wires_the_deployment(warmed: War
         "WeightsDownloaded": ("True", "Downloaded"),
         "Compiled": ("True", "Compiled"),
         "ServingPatched": ("True", "Patched"),
+        "ServingWarm": ("Unknown", "WaitingForServingPod"),  # no serving pod has started yet
     }
     [job] = helpers.jobs(kube)
     [target] = status["targets"]
@@ -127,3 +129,26 @@ def test_a_serving_pod_from_the_patched_template_starts_warm(warmed: Warmed, tmp
     assert stats["fxgraph_cache_hit"] > 0 and stats["fxgraph_cache_miss"] == 0, stats
     assert run_warm.result["activated"], run_warm.stderr[-3000:]
     assert _files(entry) == before  # serving never writes into the shared entry
+
+    # Published as its node would report it, the pod's log tells the operator it started warm.
+    kube = warmed.cluster.kube
+    replicas.publish(
+        warmed.cluster.server,
+        kube,
+        deployment,
+        name="chat-7d9f-x2x4q",
+        logs={serving.INIT_CONTAINER: run_warm.init_output, "server": run_warm.stderr, "sidecar": ""},
+        folder=tmp_path / "node-logs",
+    )
+    obj = helpers.wait_condition(kube, "tiny", type_="ServingWarm", status="True", timeout=60)
+    warm = helpers.conditions(obj)["ServingWarm"]
+    assert warm["reason"] == "ServedWarm"
+    assert f"{stats['fxgraph_cache_hit']} hits, 0 misses" in warm["message"], warm
+    [start] = obj["status"]["servingStarts"]
+    assert (start["deployment"], start["pod"], start["modelKey"], start["warm"]) == (
+        "chat",
+        "chat-7d9f-x2x4q",
+        model_key,
+        True,
+    )
+    assert [e["reason"] for e in helpers.events(kube, "tiny")][-1] == "ServedWarm"

@@ -22,6 +22,7 @@ from modelwarmup.controller import rehearsal
 from modelwarmup.rehearsal import engines
 from tests.devkit.hub import LocalHub
 from tests.devkit.tiny_model import make_tiny_llama
+from tests.k8s import replicas
 from tests.k8s.emulator import ApiServer
 from tests.k8s.kopf_runner import OperatorThread
 from tests.k8s.kubelet import LocalKubelet
@@ -140,6 +141,30 @@ def test_a_vllm_deployment_is_rehearsed_restored_warm_and_rehearsed_again_on_dri
             served.engine_init_seconds,
             cold,
         )
+
+        # Published as its node would report it, the pod's log tells the operator it started warm:
+        # Inductor's line that it found the graph in its cache (vLLM's CPU build logs none of its
+        # own), as a ServingWarm condition and an Event.
+        replicas.publish(
+            cluster,
+            kube,
+            deployment,
+            name=f"{NAME}-5c8d-q7w2z",
+            logs={rehearsal.RESTORE_CONTAINER: served.init_output, "server": served.log},
+            folder=tmp_path / "node-logs",
+        )
+        warm = helpers.wait_condition(kube, "rehearsed", type_="ServingWarm", status="True", timeout=60)
+        said = helpers.conditions(warm)["ServingWarm"]
+        assert said["reason"] == "ServedWarm" and "fx graph cache hit for key" in said["message"], said
+        [start] = warm["status"]["servingStarts"]
+        assert start["modelKey"] == key
+        # The image by digest, as the nodes reported it: the rehearsal's pod and the serving pod ran one.
+        [target] = warm["status"]["targets"]
+        assert (
+            target["imageId"].startswith("vllm/vllm-openai@sha256:") and start["imageId"] == target["imageId"]
+        )
+        assert "runs image" not in said["message"]
+        assert "ServedWarm" in [e["reason"] for e in helpers.events(kube, "rehearsed")]
 
         # Drift: the user edits the template; the operator says so and rehearses the new one.
         # (On a node the engine cache path is the same in every pod, and this change, the log level,

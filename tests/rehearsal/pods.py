@@ -7,10 +7,8 @@ to host folders (:class:`tests.k8s.kubelet.Sandbox`), then the server container'
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from typing import Any
 from modelwarmup.rehearsal import capture, engines
 from tests.k8s.client import KubeClient
 from tests.k8s.kubelet import Sandbox
+from tests.rehearsal.vllm import first_completion
 
 
 @dataclass
@@ -73,20 +72,7 @@ def serve_once(
             config.argv, env=config.env, cwd=config.cwd, stdout=log, stderr=subprocess.STDOUT
         )
     try:
-        while True:
-            assert process.poll() is None, log_path.read_text()[-3000:]
-            assert time.monotonic() - started < 400, "the serving pod was not ready in 400 s"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
-                    break
-            except OSError:
-                time.sleep(0.5)
-        body = json.dumps({"model": model, "prompt": "The capital of France is", "max_tokens": 16}).encode()
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/v1/completions", data=body, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=120) as answer:
-            completion = json.loads(answer.read())
+        completion = first_completion(process, log_path, port, model, started=started)
         seconds = time.monotonic() - started
     finally:
         process.terminate()

@@ -9,10 +9,8 @@ its log, and its engine start well below the cold one. About 3 minutes on 2 core
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,7 @@ import pytest
 from modelwarmup.rehearsal import capture, engines
 from tests.devkit.hub import LocalHub
 from tests.rehearsal.conftest import TINY, entry_dir
-from tests.rehearsal.vllm import VLLM_ENV, free_port, server_command, vllm_python
+from tests.rehearsal.vllm import VLLM_ENV, first_completion, free_port, server_command, vllm_python
 from tests.worker import runner
 
 pytestmark = pytest.mark.slow
@@ -48,20 +46,7 @@ def serve_once(env: dict[str, str], port: int, log: Path) -> tuple[float, dict[s
             server_command(vllm_python(), TINY, port), env=env, stdout=output, stderr=subprocess.STDOUT
         )
     try:
-        while True:
-            assert server.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() - started < 400, "vLLM was not ready in 400 s"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
-                    break
-            except OSError:
-                time.sleep(0.5)
-        body = json.dumps({"model": TINY, "prompt": "The capital of France is", "max_tokens": 16}).encode()
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/v1/completions", data=body, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=120) as answer:
-            completion: dict[str, object] = json.loads(answer.read())
+        completion = first_completion(server, log, port, TINY, started=started)
         return time.monotonic() - started, completion
     finally:
         server.terminate()

@@ -7,9 +7,14 @@ installs it.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import subprocess
+import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,3 +69,30 @@ def server_command(python: Path, model: str, port: int, *extra: str) -> list[str
         str(port),
         *extra,
     ]
+
+
+def first_completion(
+    process: subprocess.Popen[bytes],
+    log: Path,
+    port: int,
+    model: str,
+    *,
+    started: float,
+    limit: float = 400.0,
+) -> dict[str, Any]:
+    """Wait until the vLLM ``process`` answers ``/health``, then ask it one 16-token completion."""
+    while True:
+        assert process.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() - started < limit, f"vLLM was not ready in {limit:.0f} s"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
+                break
+        except OSError:
+            time.sleep(0.5)
+    body = json.dumps({"model": model, "prompt": "The capital of France is", "max_tokens": 16}).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/completions", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=120) as answer:
+        completion: dict[str, Any] = json.loads(answer.read())
+    return completion

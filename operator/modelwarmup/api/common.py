@@ -187,7 +187,7 @@ class Condition(ApiModel):
     model_config = ConfigDict(extra="ignore")
 
     type: str
-    """The condition's type: Ready, WeightsDownloaded, Compiled or ServingPatched."""
+    """The condition's type: Ready, WeightsDownloaded, Compiled, ServingPatched or ServingWarm."""
     status: Literal["True", "False", "Unknown"]
     """Whether the condition holds."""
     reason: str = Field(pattern=CONDITION_REASON)

@@ -21,6 +21,7 @@ class ConditionType(StrEnum):
     WEIGHTS_DOWNLOADED = "WeightsDownloaded"
     COMPILED = "Compiled"
     SERVING_PATCHED = "ServingPatched"
+    SERVING_WARM = "ServingWarm"
 
 
 class Reason(StrEnum):
@@ -45,6 +46,9 @@ class Reason(StrEnum):
     REHEARSED = "Rehearsed"
     DRIFTED = "Drifted"
     NOT_REHEARSABLE = "NotRehearsable"
+    SERVED_WARM = "ServedWarm"
+    SERVED_COLD = "ServedCold"
+    WAITING_FOR_SERVING_POD = "WaitingForServingPod"
 
 
 TargetPhase = Literal["Pending", "Running", "Succeeded", "Failed", "CacheHit"]
@@ -65,6 +69,9 @@ class TargetStatus(ApiModel):
     """Pending, Running, Succeeded, Failed, or CacheHit (an entry was already complete)."""
     platform: dict[str, str] = Field(default_factory=dict)
     """The platform fingerprint the worker saw: torch, CUDA, GPU or CPU ISA, Python."""
+    image_id: str | None = None
+    """The image its last pod ran, by digest, as the node reported it (containerStatuses[].imageID):
+    in rehearsal mode the server's image, which serving pods are compared with."""
     bytes: int | None = Field(default=None, ge=0)
     """Bytes the cache entry holds (weights and compiled artifacts)."""
     download_seconds: float | None = Field(default=None, ge=0)
@@ -79,6 +86,26 @@ class TargetStatus(ApiModel):
     """How many warm-up pods have run for this target."""
 
 
+class ServingStart(ApiModel):
+    """What the first lines of one serving pod's log said about how it started."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    deployment: str
+    """The serving Deployment."""
+    pod: str
+    """The pod whose log was read: the newest ready one carrying the model key."""
+    model_key: str
+    """The model key the pod was wired to."""
+    image_id: str | None = None
+    """The image its server container runs, by digest, as the node reported it."""
+    warm: bool | None = None
+    """True: the server loaded compiled code from the cache; False: it compiled, or started
+    cold (with the reason); unset: its log shows neither yet (read again later)."""
+    evidence: str = Field(default="", max_length=1024)
+    """The log lines the verdict rests on."""
+
+
 class ModelWarmupStatus(ApiModel):
     """The observed state, written by the operator."""
 
@@ -90,7 +117,8 @@ class ModelWarmupStatus(ApiModel):
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
-    """Ready, WeightsDownloaded, Compiled and ServingPatched, in Kubernetes' condition shape."""
+    """Ready, WeightsDownloaded, Compiled, ServingPatched and ServingWarm, in Kubernetes' condition
+    shape."""
     resolved_revision: str | None = None
     """The commit sha the model's revision resolved to."""
     pinned_revisions: list[str] = Field(default_factory=list, max_length=32)
@@ -108,3 +136,5 @@ class ModelWarmupStatus(ApiModel):
     """One entry per spec.targets entry."""
     patched_deployments: list[str] = Field(default_factory=list)
     """The Deployments wired to the cache."""
+    serving_starts: list[ServingStart] = Field(default_factory=list, max_length=64)
+    """For each wired Deployment, how a pod of the current model key started (ServingWarm)."""

@@ -27,10 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelwarmup import errors
-from modelwarmup.contracts import manifest
+from modelwarmup.contracts import manifest, rehearsal
 from modelwarmup.contracts.manifest import EntryManifest
+from modelwarmup.contracts.rehearsal import RehearsalManifest
 
 MANIFEST = "manifest.json"
+REHEARSAL_LOCK_GROUP = "rehearsal"  # rehearsals lock locks/rehearsal.<key>.lock
 # An entry's artifacts (the manifest's "artifacts" names them too).
 INDUCTOR_DIRNAME = "inductor"  # an Inductor cache folder (FX graphs, kernels, Triton on GPU)
 MEGACACHE_FILENAME = "megacache.bin"  # torch's Mega-Cache
@@ -77,6 +79,10 @@ class CacheLayout:
     def manifest(self, model_key: str, platform_key: str) -> Path:
         return self.entry(model_key, platform_key) / MANIFEST
 
+    def rehearsal_lock(self, key: str) -> Path:
+        """The lock a rehearsal of ``key`` holds while it runs and publishes."""
+        return self.lock_file(REHEARSAL_LOCK_GROUP, key)
+
     def lock_file(self, model_key: str, platform_key: str) -> Path:
         return self.root / "locks" / f"{model_key}.{platform_key}.lock"
 
@@ -94,15 +100,23 @@ def blob_lock_file(blob: Path) -> Path:
     return repo_dir.parent / ".locks" / repo_dir.name / f"{blob.name}.lock"
 
 
-def read_manifest(entry: Path) -> EntryManifest | None:
-    """The entry's manifest, or None when the entry is absent, incomplete or of another version."""
+def _manifest_data(entry: Path) -> object:
     try:
-        data = json.loads((entry / MANIFEST).read_text(encoding="utf-8"))
+        return json.loads((entry / MANIFEST).read_text(encoding="utf-8"))
     except (FileNotFoundError, NotADirectoryError):
         return None
     except json.JSONDecodeError:
         return None  # cannot happen with our atomic writes; a hand-made file is not trusted
-    return manifest.parse(data)
+
+
+def read_manifest(entry: Path) -> EntryManifest | None:
+    """The entry's manifest, or None when the entry is absent, incomplete or of another version."""
+    return manifest.parse(_manifest_data(entry))
+
+
+def read_rehearsal(entry: Path) -> RehearsalManifest | None:
+    """A rehearsed entry's manifest (``rehearsed/<key>/``), or None as :func:`read_manifest`."""
+    return rehearsal.parse(_manifest_data(entry))
 
 
 def _fsync_tree(directory: Path) -> None:

@@ -1,8 +1,8 @@
 """`modelwarmup prune`: delete compiled entries a newer warm-up superseded (retention policy).
 
-Only compiled entries go (``compiled/<model-key>/``), and only those of the named repository
-whose model key is not in the keep list; the Hugging Face cache is shared between entries and
-left alone. An entry is first renamed to a hidden name, so a reader never sees half of it, then
+Only compiled entries go (``compiled/<model-key>/``, and rehearsed ones, ``rehearsed/<key>/``),
+and only those of the named repository whose key is not in the keep list (a rehearsed one kept as
+``rehearsed/<key>``); the Hugging Face cache is shared between entries and left alone. An entry is first renamed to a hidden name, so a reader never sees half of it, then
 deleted. Refs pointing at a deleted entry are removed too. A model key whose entry a worker is
 building right now (its builder lock held) is left for the next prune.
 
@@ -24,6 +24,8 @@ from modelwarmup import errors
 from modelwarmup.cache import housekeeping, layout
 from modelwarmup.cache.layout import CacheLayout
 
+REHEARSED = "rehearsed/"  # a kept key naming a rehearsed entry: rehearsed/<key>, as in status.modelKey
+
 
 def superseded(cache: CacheLayout, repo: str, keep: set[str]) -> list[Path]:
     """Model-key directories of ``repo`` whose key is not kept."""
@@ -37,6 +39,21 @@ def superseded(cache: CacheLayout, repo: str, keep: set[str]) -> list[Path]:
         if any(m is not None and m["repo"] == repo for m in manifests):
             found.append(model_dir)
     return found
+
+
+def superseded_rehearsals(cache: CacheLayout, repo: str, keep: set[str]) -> list[Path]:
+    """Rehearsed entries of ``repo`` (``rehearsed/<key>``) whose key is not kept."""
+    if not cache.rehearsed.is_dir():
+        return []
+    return [
+        entry
+        for entry in sorted(cache.rehearsed.iterdir())
+        if not entry.name.startswith(".")
+        and entry.is_dir()
+        and f"{REHEARSED}{entry.name}" not in keep
+        and (found := layout.read_rehearsal(entry)) is not None
+        and found["repo"] == repo
+    ]
 
 
 def _platforms(model_dir: Path) -> set[str]:
@@ -58,6 +75,15 @@ def prune(cache: CacheLayout, repo: str, keep: set[str]) -> tuple[list[str], lis
             os.replace(model_dir, hidden)
         shutil.rmtree(hidden, ignore_errors=True)
         removed.append(model_dir.name)
+    for entry in superseded_rehearsals(cache, repo, keep):
+        with housekeeping.lock_if_free(cache.rehearsal_lock(entry.name)) as free:
+            if not free:
+                busy.append(f"{REHEARSED}{entry.name}")
+                continue
+            hidden = entry.with_name(f".{entry.name}.{uuid.uuid4().hex[:8]}.stale")
+            os.replace(entry, hidden)
+        shutil.rmtree(hidden, ignore_errors=True)
+        removed.append(f"{REHEARSED}{entry.name}")
     refs = cache.root / "refs"
     if removed and refs.is_dir():
         for ref in refs.glob("*.json"):
@@ -72,7 +98,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     parser.add_argument("--cache-dir", type=Path, required=True)
     parser.add_argument("--model-path", required=True, help="the repo id whose old entries go")
-    parser.add_argument("--keep", action="append", default=[], help="a model key still in use (repeatable)")
+    parser.add_argument(
+        "--keep",
+        action="append",
+        default=[],
+        help="a model key, or rehearsed/<key>, still in use (repeatable)",
+    )
     parser.add_argument(
         "--stale-after",
         type=float,

@@ -14,10 +14,10 @@ from typing import Any, Literal
 from modelwarmup.api.common import Condition
 from modelwarmup.api.resource import ModelWarmup
 from modelwarmup.api.spec import Target
-from modelwarmup.api.status import ConditionType, ModelWarmupStatus, Reason, TargetStatus
+from modelwarmup.api.status import ConditionType, ModelWarmupStatus, Reason, ServingStart, TargetStatus
 from modelwarmup.contracts import wiring
 from modelwarmup.contracts.summary import WorkerSummary
-from modelwarmup.controller import conditions, jobs, naming, rehearsal, resolution, serving
+from modelwarmup.controller import conditions, jobs, naming, rehearsal, resolution, served, serving
 from modelwarmup.controller.conditions import State, Wanted
 from modelwarmup.controller.kubeapi import KubeObject
 from modelwarmup.controller.resolution import Resolution
@@ -39,6 +39,7 @@ class JobView:
     summary: WorkerSummary | None = None
     message: str = ""
     stuck: tuple[str, str] | None = None  # (reason, message): why its pod cannot start
+    image_id: str = ""  # the image its last pod ran, by digest (the node's containerStatuses)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class Observed:
     # None when every revision is a commit; else its key (the resolve Job's in jobs_by_key until
     # it is done) and, once done, the pins every target's Job gets.
     resolution: Resolution | None = None
+    # The first lines of a new serving pod's logs, for each wired Deployment not yet judged.
+    serving_logs: tuple[served.PodLogs, ...] = ()
 
 
 @dataclass
@@ -98,6 +101,7 @@ def _target_status(target: Target, view: JobView | None, own: str, *, created: s
     )
     if summary is not None and summary.ok:
         base.update(
+            image_id=view.image_id or None,
             entry_key=summary.entry_key,
             platform=summary.platform,
             bytes=summary.bytes,
@@ -246,7 +250,9 @@ def decide(observed: Observed, settings: OperatorSettings, *, now: str) -> Plan:
         and superseded
         and superseded != model_key
     ):
-        keep = sorted({model_key, *observed.other_keys})
+        # A rehearsal's download entry (compiled/<model key>/) is its own and stays with it.
+        downloads = {v.summary.model_key for v in chosen if v and v.summary and v.summary.model_key}
+        keep = sorted({model_key, *observed.other_keys, *(downloads if rehearsing(mw) else ())})
         plan.prune_job = jobs.build_prune_job(mw, model_key, keep, settings)
     if failed:
         ready = State("False", Reason.JOB_FAILED, compiled.message)
@@ -264,11 +270,16 @@ def decide(observed: Observed, settings: OperatorSettings, *, now: str) -> Plan:
             Reason.CACHE_HIT if phases == {"CacheHit"} else Reason.READY,
             f"warmed {mw.spec.model.repo} for {len(targets)} target(s)",
         )
+    rehearsed_images = {t.image_id for t in targets if t.image_id} if rehearsing(mw) else set()
+    warm_state, starts = _serving_warm(
+        observed, mw, model_key if serving_state.status == "True" else None, rehearsed_images
+    )
     wanted = [
         Wanted(ConditionType.READY, ready),
         Wanted(ConditionType.WEIGHTS_DOWNLOADED, weights),
         Wanted(ConditionType.COMPILED, compiled),
         Wanted(ConditionType.SERVING_PATCHED, serving_state),
+        Wanted(ConditionType.SERVING_WARM, warm_state),
     ]
 
     new_conditions = conditions.merge(mw.status.conditions, wanted, generation=mw.metadata.generation, at=now)
@@ -281,8 +292,63 @@ def decide(observed: Observed, settings: OperatorSettings, *, now: str) -> Plan:
         model_key=model_key or mw.status.model_key,
         targets=targets,
         patched_deployments=patched,
+        serving_starts=starts,
     )
     return plan
+
+
+def _serving_warm(
+    observed: Observed, mw: ModelWarmup, model_key: str | None, rehearsed_images: set[str]
+) -> tuple[State, list[ServingStart]]:
+    """Whether the wired Deployments' new pods started warm (ServingWarm), and each one's record.
+
+    ``model_key`` is the key every Deployment is wired to, None until then. A verdict, once in,
+    stays for its key; a log that said nothing yet is read again at the next reconcile. A pod
+    whose image is not the one rehearsed (a tag that moved) has that said first: the key holds
+    the image's reference, which is all the operator knows before the rehearsal's pod runs."""
+    if mw.spec.serving is None or not observed.deployments:
+        return State("Unknown", Reason.NO_SERVING, "no Deployments to check"), []
+    if model_key is None:
+        return State(
+            "Unknown", Reason.WAITING_FOR_CACHE, "checked once the Deployments serve the warmed entry"
+        ), []
+    known = {s.deployment: s for s in mw.status.serving_starts if s.model_key == model_key}
+    fresh = {logs.deployment: logs for logs in observed.serving_logs if logs.model_key == model_key}
+    starts: list[ServingStart] = []
+    for name in sorted(observed.deployments):
+        before, logs = known.get(name), fresh.get(name)
+        if logs is None or (before is not None and before.warm is not None):
+            starts.extend([before] if before is not None else [])
+            continue
+        verdict = served.judge(logs, rehearsed=rehearsing(mw))
+        evidence = verdict.evidence
+        if logs.image_id and rehearsed_images and logs.image_id not in rehearsed_images:
+            ran = ", ".join(sorted(rehearsed_images))
+            evidence = (
+                f"runs image {logs.image_id}, the rehearsal ran {ran} (pin the image by digest): {evidence}"
+            )
+        starts.append(
+            ServingStart(
+                deployment=name,
+                pod=logs.pod,
+                model_key=model_key,
+                image_id=logs.image_id or None,
+                warm=verdict.warm,
+                evidence=evidence[:1024],
+            )
+        )
+    said = {s.deployment: f"Deployment {s.deployment}, pod {s.pod}: {s.evidence}" for s in starts}
+    if cold := [said[s.deployment] for s in starts if s.warm is False]:
+        return State("False", Reason.SERVED_COLD, "; ".join(cold)[:1024]), starts
+    warm = {s.deployment for s in starts if s.warm}
+    if warm == set(observed.deployments):
+        return State("True", Reason.SERVED_WARM, "; ".join(said[d] for d in sorted(warm))[:1024]), starts
+    waiting = [
+        said.get(name, f"Deployment {name}: no ready pod of {model_key} yet")
+        for name in sorted(observed.deployments)
+        if name not in warm
+    ]
+    return State("Unknown", Reason.WAITING_FOR_SERVING_POD, "; ".join(waiting)[:1024]), starts
 
 
 RESOLVING = "Resolving"
@@ -302,7 +368,7 @@ def rehearsed_template(
     deployment = deployments.get(serving.names[0])
     if deployment is None:
         return None, None
-    template = rehearsal.unwired_template(deployment.get("spec", {}).get("template", {}))
+    template = rehearsal.fully_unwired(deployment.get("spec", {}).get("template", {}))
     try:
         rehearsal.check(template, serving.rehearsal)
     except rehearsal.TemplateProblem as error:
@@ -396,9 +462,15 @@ def _pinned(observed: Observed, mw: ModelWarmup) -> dict[str, Any]:
 
 def _ready_events(previous: list[Condition], current: list[Condition]) -> list[tuple[str, str, str]]:
     """One Event per transition of Ready: its reason already names what the others say, and one
-    Event per condition would post three or four near-identical Events at every step."""
+    Event per condition would post three or four near-identical Events at every step. And one
+    when ServingWarm comes to a verdict: how serving started is news that Ready does not carry."""
     events = []
-    for changed in conditions.transitions(previous, current[:1]):
+    watched = [c for c in current if c.type == ConditionType.READY] + [
+        c
+        for c in current
+        if c.type == ConditionType.SERVING_WARM and c.reason in (Reason.SERVED_WARM, Reason.SERVED_COLD)
+    ]
+    for changed in conditions.transitions(previous, watched):
         kind = "Normal" if changed.status == "True" or changed.reason in NORMAL_REASONS else "Warning"
         events.append((kind, changed.reason, f"{changed.type}={changed.status}: {changed.message}"[:1024]))
     return events
@@ -432,6 +504,7 @@ def with_rejections(
             state if refused_deployments else current[ConditionType.SERVING_PATCHED],
         )
     )
+    wanted.append(Wanted(ConditionType.SERVING_WARM, current[ConditionType.SERVING_WARM]))
     new_conditions = conditions.merge(
         previous.conditions, wanted, generation=plan.status.observed_generation, at=now
     )
@@ -507,7 +580,7 @@ def _serving(
         new_template = (
             rehearsal.wired_template(template, mw, model_key, image)
             if rehearsing(mw)
-            else serving.wired_template(template, mw, model_key, image)
+            else serving.wired_template(rehearsal.fully_unwired(template), mw, model_key, image)
         )
         plan.patches[name] = serving.json_patch(deployment, new_template, owner=own)
         patched.append(name)

@@ -93,13 +93,26 @@ def register(
         meta = body.get("metadata", {})
         owner = (meta.get("annotations") or {}).get(wiring.ANNOTATION_WIRED_BY)
         if type in ("MODIFIED", None) and owner:  # None: the watch's initial listing
-            service.reconcile_for_deployment(memo.runtime, meta.get("namespace") or "default", owner, logger)
+            service.reconcile_by_name(memo.runtime, meta.get("namespace") or "default", owner, logger)
 
     @kopf.on.event("", "v1", "pods", labels={wiring.MANAGED_BY: wiring.OPERATOR}, registry=registry)
     def on_pod(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
         namespace, names = _concerned(memo.runtime, body.get("metadata", {}), set())
         for name in names:
             service.reconcile_for_pod(memo.runtime, namespace, name, dict(body), logger)
+
+    @kopf.on.event(
+        "", "v1", "pods", annotations={wiring.ANNOTATION_MODEL_KEY: kopf.PRESENT}, registry=registry
+    )
+    def on_serving_pod(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+        """A serving pod of a wired Deployment: once ready, its log says whether it started warm."""
+        meta = body.get("metadata", {})
+        namespace = meta.get("namespace") or "default"
+        key = (meta.get("annotations") or {}).get(wiring.ANNOTATION_MODEL_KEY, "")
+        statuses = (body.get("status") or {}).get("containerStatuses") or []
+        if key and any(s.get("ready") for s in statuses):
+            for name in memo.runtime.serving_unjudged(namespace, key):
+                service.reconcile_by_name(memo.runtime, namespace, name, logger)
 
     @kopf.timer(
         *RESOURCE, interval=settings.resync_seconds, initial_delay=settings.resync_seconds, registry=registry

@@ -71,25 +71,43 @@ class KubeApi:
         body: Any = None,
         content_type: str = "application/json",
     ) -> KubeObject:
+        response = self._raw(method, path, query, body, content_type, "application/json")
+        data = self._body(response)
+        return json.loads(data) if data else {}
+
+    def _raw(
+        self, method: str, path: str, query: dict[str, str] | None, body: Any, content_type: str, accept: str
+    ) -> Any:
         from kubernetes.client import exceptions
 
         url = self.configuration.host.rstrip("/") + path + (f"?{urlencode(query)}" if query else "")
-        headers = {"Accept": "application/json", "Content-Type": content_type, "User-Agent": USER_AGENT}
+        headers = {"Accept": accept, "Content-Type": content_type, "User-Agent": USER_AGENT}
         for auth in self.configuration.auth_settings().values():
             if auth.get("value"):
                 headers[auth["key"]] = auth["value"]
         self.requests += 1
         try:
-            response = self.api_client.rest_client.request(
+            return self.api_client.rest_client.request(
                 method, url, headers=headers, body=body, _request_timeout=30
             )
         except exceptions.ApiException as error:
             raise _api_error(error.status or 0, error.reason or "", error.body) from None
-        data = response.read() if hasattr(response, "read") else response.data
+
+    @staticmethod
+    def _body(response: Any) -> bytes:
+        data: bytes = response.read() if hasattr(response, "read") else response.data
         status = getattr(response, "status", 200)
         if status >= 400:
             raise _api_error(status, getattr(response, "reason", ""), data)
-        return json.loads(data) if data else {}
+        return data
+
+    def log(self, namespace: str, pod: str, container: str, *, limit_bytes: int) -> str:
+        """The first ``limit_bytes`` of a container's log (``pods/log``; plain text, not JSON)."""
+        query = {"container": container, "limitBytes": str(limit_bytes)}
+        response = self._raw(
+            "GET", PODS.path(namespace, pod, "log"), query, None, "application/json", "text/plain"
+        )
+        return self._body(response).decode("utf-8", errors="replace")
 
     def get(self, kind: Kind, namespace: str, name: str) -> KubeObject:
         return self.request("GET", kind.path(namespace, name))

@@ -92,6 +92,23 @@ class Runtime:
                 self._written[(namespace, name)] = status
             return self._written.get((namespace, name))
 
+    def serving_unjudged(self, namespace: str, model_key: str) -> list[str]:
+        """The resources (by the status last written) serving ``model_key`` whose wired
+        Deployments do not all have a verdict on how their pods started (ServingWarm)."""
+        with self._guard:
+            found = []
+            for (ns, name), status in self._written.items():
+                if ns != namespace or status.get("modelKey") != model_key:
+                    continue
+                judged = {
+                    s.get("deployment")
+                    for s in status.get("servingStarts") or []
+                    if s.get("modelKey") == model_key and s.get("warm") is not None
+                }
+                if set(status.get("patchedDeployments") or []) - judged:
+                    found.append(name)
+            return sorted(found)
+
     def recheck_due(self, namespace: str, name: str) -> bool:
         """Whether the pending-recheck timer's tick should reconcile: the n-th time after
         ``pending_recheck_seconds * 2**n`` (capped at the resync interval), so a Job that stays

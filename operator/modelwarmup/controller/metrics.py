@@ -27,6 +27,12 @@ class Metrics:
         self.failures = Counter(
             "modelwarmup_failures_total", "Failed warm-ups by reason.", ["reason"], registry=self.registry
         )
+        self.serving_starts = Counter(
+            "modelwarmup_serving_starts_total",
+            "Serving pods whose log was judged, by how they started (warm, cold, unknown).",
+            ["result"],
+            registry=self.registry,
+        )
         self.reconciles = Counter("modelwarmup_reconciles_total", "Reconciles run.", registry=self.registry)
         self.reconcile_errors = Counter(
             "modelwarmup_reconcile_errors_total", "Reconciles that raised.", registry=self.registry
@@ -55,6 +61,11 @@ class Metrics:
                 if target.phase == "Failed":
                     self.failures.labels(reason=target.reason or "Unknown").inc()
             self._refresh()
+        judged = {(s.deployment, s.model_key, s.pod, s.warm) for s in before.serving_starts}
+        for start in after.serving_starts:
+            if (start.deployment, start.model_key, start.pod, start.warm) not in judged:
+                result = "unknown" if start.warm is None else "warm" if start.warm else "cold"
+                self.serving_starts.labels(result=result).inc()
 
     def forget(self, namespace: str, name: str) -> None:
         with self._lock:

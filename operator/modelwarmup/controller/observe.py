@@ -15,7 +15,7 @@ from modelwarmup import errors
 from modelwarmup.api.resource import ModelWarmup
 from modelwarmup.contracts import wiring
 from modelwarmup.contracts.summary import WorkerSummary
-from modelwarmup.controller import kubeapi, naming
+from modelwarmup.controller import kubeapi, naming, served, serving
 from modelwarmup.controller.decide import JobPhase, JobView, Observed, pick_job
 from modelwarmup.controller.kubeapi import KubeApi, KubeObject
 from modelwarmup.controller.resolution import Resolution
@@ -120,6 +120,7 @@ def job_views(api: KubeApi, namespace: str, keys: list[str]) -> dict[str, list[J
         return {}
     pods = api.list(kubeapi.PODS, namespace, labels=labels, label_in=label_in)
     results: dict[str, list[tuple[float, str]]] = defaultdict(list)
+    images: dict[str, tuple[float, str]] = {}  # the latest pod's image, by digest, per Job
     waiting: dict[str, tuple[str, str]] = {}
     with_pods: set[str] = set()
     for pod in pods:
@@ -135,6 +136,8 @@ def job_views(api: KubeApi, namespace: str, keys: list[str]) -> dict[str, list[J
         message, finished = _termination(pod)
         if job and message:
             results[job].append((finished, message))
+        if job and (image := str(_container_status(pod).get("imageID") or "")):
+            images[job] = max(images.get(job, (-1.0, "")), (finished, image))
         if job and (why := stuck(pod)) is not None:
             waiting[job] = why
     podless = [j for j in found if j["metadata"]["name"] not in with_pods and job_phase(j) == "Pending"]
@@ -158,6 +161,7 @@ def job_views(api: KubeApi, namespace: str, keys: list[str]) -> dict[str, list[J
                 summary=summary,
                 message=(summary.message if summary is not None else "") or message[-500:],
                 stuck=waiting.get(meta["name"]),
+                image_id=images.get(meta["name"], (0.0, ""))[1],
             )
         )
     return dict(views)
@@ -203,6 +207,58 @@ def deployments(api: KubeApi, mw: ModelWarmup) -> tuple[dict[str, KubeObject], t
                 raise
             missing.append(name)
     return found, tuple(missing)
+
+
+def _container_status(pod: KubeObject, container: str | None = None) -> KubeObject:
+    """A container's status (the first one's when ``container`` is None), or {}."""
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if container is None or status.get("name") == container:
+            return dict(status)
+    return {}
+
+
+def _container_ready(pod: KubeObject, container: str) -> bool:
+    status = _container_status(pod, container)
+    return bool(status.get("ready")) and "running" in (status.get("state") or {})
+
+
+def serving_logs(api: KubeApi, mw: ModelWarmup, found: dict[str, KubeObject]) -> tuple[served.PodLogs, ...]:
+    """The first lines of the logs of one new ready pod per wired Deployment whose start has no
+    verdict yet (one pod list and two log reads each; none once every verdict is in)."""
+    key = mw.status.model_key
+    if mw.spec.serving is None or key is None:
+        return ()
+    namespace = mw.metadata.namespace or "default"
+    wired = [name for name, d in sorted(found.items()) if serving.current_key(d) == key]
+    logs = []
+    for name in served.unjudged(mw, wired):
+        deployment = found[name]
+        init, server = served.containers(mw, deployment.get("spec", {}).get("template", {}))
+        selector = (deployment.get("spec", {}).get("selector") or {}).get("matchLabels") or {}
+        pods = [
+            pod
+            for pod in api.list(kubeapi.PODS, namespace, labels=dict(selector) or None)
+            if (pod["metadata"].get("annotations") or {}).get(wiring.ANNOTATION_MODEL_KEY) == key
+            and not pod["metadata"].get("deletionTimestamp")
+            and server
+            and _container_ready(pod, server)
+        ]
+        if not pods:
+            continue
+        pod = max(pods, key=lambda p: (p["metadata"].get("creationTimestamp") or "", p["metadata"]["name"]))
+        pod_name = pod["metadata"]["name"]
+        texts = {"init": "", "server": ""}
+        try:
+            texts["server"] = api.log(namespace, pod_name, server, limit_bytes=served.LOG_BYTES)
+            names = {c.get("name") for c in pod.get("spec", {}).get("initContainers") or []}
+            if init in names:
+                texts["init"] = api.log(namespace, pod_name, init, limit_bytes=served.LOG_BYTES)
+        except errors.KubeApiError as error:
+            logs.append(served.PodLogs(name, pod_name, key, unreadable=str(error)[:300]))
+            continue
+        image_id = str(_container_status(pod, server).get("imageID") or "")
+        logs.append(served.PodLogs(name, pod_name, key, image_id=image_id, **texts))
+    return tuple(logs)
 
 
 def claim_exists(api: KubeApi, mw: ModelWarmup) -> bool:
@@ -294,5 +350,6 @@ def observe(
         jobs_by_key=job_views(api, namespace, keys),
         deployments=found,
         missing_deployments=missing,
+        serving_logs=serving_logs(api, mw, found),
         claim_exists=claim_exists(api, mw),
     )

@@ -16,7 +16,16 @@ from modelwarmup import errors
 from modelwarmup.api import resource
 from modelwarmup.api.resource import ModelWarmup
 from modelwarmup.api.status import ModelWarmupStatus
-from modelwarmup.controller import apply, conditions, decide, kubeapi, observe, resolution, serving
+from modelwarmup.controller import (
+    apply,
+    conditions,
+    decide,
+    kubeapi,
+    observe,
+    rehearsal,
+    resolution,
+    serving,
+)
 from modelwarmup.controller.memo import Runtime
 from modelwarmup.controller.settings import OperatorSettings
 
@@ -148,9 +157,10 @@ def reconcile_for_pod(
             _reconcile_named(runtime, namespace, name, logger)
 
 
-def reconcile_for_deployment(runtime: Runtime, namespace: str, name: str, logger: kopf.Logger) -> None:
-    """Reconcile the resource that wired a Deployment which changed: in rehearsal mode its template
-    is the rehearsal's input, and a change is drift (the key computed from it moves)."""
+def reconcile_by_name(runtime: Runtime, namespace: str, name: str, logger: kopf.Logger) -> None:
+    """Reconcile a resource for an event of something it serves: a Deployment it wired changed
+    (in rehearsal mode its template is the rehearsal's input, and a change is drift), or a
+    serving pod became ready (its log says whether it started warm)."""
     with runtime.lock(namespace, name):
         _reconcile_named(runtime, namespace, name, logger)
 
@@ -197,7 +207,7 @@ def unwire(runtime: Runtime, body: dict[str, Any], logger: kopf.Logger) -> None:
             if serving.wired_by(deployment) != name:
                 continue
             template = deployment.get("spec", {}).get("template", {})
-            patch = serving.json_patch(deployment, serving.unwired_template(template), owner=None)
+            patch = serving.json_patch(deployment, rehearsal.fully_unwired(template), owner=None)
             runtime.api.json_patch(kubeapi.DEPLOYMENTS, namespace, deployment["metadata"]["name"], patch)
             logger.info("unwired Deployment %s", deployment["metadata"]["name"])
     runtime.metrics.forget(namespace, name)

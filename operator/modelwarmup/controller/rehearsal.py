@@ -30,7 +30,8 @@ from modelwarmup.api.resource import ModelWarmup
 from modelwarmup.api.spec import RehearsalSpec, Target
 from modelwarmup.contracts import digest, wiring
 from modelwarmup.controller.kubeapi import KubeObject
-from modelwarmup.controller.serving import restricted
+from modelwarmup.controller.serving import RUNTIME_VOLUME, restricted
+from modelwarmup.controller.serving import unwired_template as builtin_unwired
 from modelwarmup.controller.settings import OperatorSettings
 from modelwarmup.rehearsal import engines
 
@@ -250,7 +251,7 @@ def wired_template(template: KubeObject, mw: ModelWarmup, key: str, runtime_imag
     serving = mw.spec.serving
     assert serving is not None and serving.rehearsal is not None
     rehearsal, mount = serving.rehearsal, serving.mount_path
-    new = unwired_template(template)
+    new = fully_unwired(template)
     pod = new.setdefault("spec", {})
     name = server_container(new, rehearsal).get("name")
     engine_mount = {"name": ENGINE_VOLUME, "mountPath": rehearsal.engine_cache_path}
@@ -294,6 +295,21 @@ def wired_template(template: KubeObject, mw: ModelWarmup, key: str, runtime_imag
     annotations[wiring.ANNOTATION_MODEL_KEY] = key
     annotations[ANNOTATION_ADDED_ENV] = ",".join(added)
     return new
+
+
+def fully_unwired(template: KubeObject) -> KubeObject:
+    """The pod template without either wiring of ours, the builtin one (:mod:`.serving`) or the
+    rehearsal's: a resource can switch from one to the other, and be deleted after either. Each
+    is removed only where its own parts are found, so a template wired by neither is unchanged."""
+    pod = template.get("spec", {})
+    volumes = {v.get("name") for v in pod.get("volumes") or []}
+    annotations = template.get("metadata", {}).get("annotations") or {}
+    new = template
+    if ENGINE_VOLUME in volumes or ANNOTATION_ADDED_ENV in annotations:
+        new = unwired_template(new)
+    if RUNTIME_VOLUME in volumes:
+        new = builtin_unwired(new)
+    return copy.deepcopy(new) if new is template else new
 
 
 def unwired_template(template: KubeObject) -> KubeObject:

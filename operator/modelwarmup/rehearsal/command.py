@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from modelwarmup import errors
-from modelwarmup.contracts import wiring
+from modelwarmup.contracts import startlog, wiring
 from modelwarmup.rehearsal import run as rehearsal
 from modelwarmup.rehearsal.server import WarmupRequest
 
@@ -206,7 +206,7 @@ def restore_command(args: argparse.Namespace) -> int:
             raise
         print(json.dumps(rehearsal.failure(error), sort_keys=True))
         print(
-            "modelwarmup restore: WARNING: the server will start cold (it compiles on its own)",
+            startlog.warning("the server will start cold (it compiles on its own)", "restore"),
             file=sys.stderr,
         )
         return errors.EXIT_OK

@@ -27,7 +27,9 @@ to ``TORCHINDUCTOR_CACHE_DIR``; with its default AOT compile, under ``VLLM_CACHE
 precompiled C++ header (149 MB) goes to the temp folder, not to any cache folder, and the flag that
 builds it is part of Inductor's cache key: a pod whose fresh temp folder lacks it rebuilt it and
 missed every kernel. So the rehearsal pins ``TORCHINDUCTOR_CPP_CACHE_PRECOMPILE_HEADERS=0`` in the
-rehearsal and in serving alike (:data:`PINNED_ENV`); a value the user sets wins, in both.
+rehearsal and in serving alike (:data:`PINNED_ENV`); a value the user sets wins, in both. It pins
+``TORCH_LOGS`` to Inductor's cache log too: vLLM's CPU build says nothing of a cache hit or a
+compile, Inductor's log says both.
 """
 
 from __future__ import annotations
@@ -50,7 +52,13 @@ CACHE_LOCATIONS: Final[Mapping[str, str]] = {
     "CUDA_CACHE_PATH": "cuda",
 }
 
-PINNED_ENV: Final[Mapping[str, str]] = {"TORCHINDUCTOR_CPP_CACHE_PRECOMPILE_HEADERS": "0"}
+PINNED_ENV: Final[Mapping[str, str]] = {
+    "TORCHINDUCTOR_CPP_CACHE_PRECOMPILE_HEADERS": "0",
+    # Inductor's own INFO lines, one per graph: "fx graph cache hit/miss for key ...". The only
+    # evidence vLLM's CPU build logs of a warm or a cold compile (its log says neither), and the
+    # same for every engine that compiles with Inductor. Not in Inductor's cache key.
+    "TORCH_LOGS": "torch._inductor.codecache",
+}
 
 # Variables that change what an engine compiles: part of the rehearsal's key. Everything else of
 # the server's environment (ports, log levels, hostnames) is not, and names that look like
@@ -126,6 +134,18 @@ MISS_MARKERS: Final[tuple[tuple[re.Pattern[str], str], ...]] = (
         re.compile(r"Compiling a graph for (dynamic|compile range|shape)"),
         "vLLM compiled a graph its cache should have held",
     ),
+    (
+        re.compile(r"fx graph cache miss for key"),
+        "Inductor compiled a graph its cache should have held: the server's flags, env, torch or "
+        "machine differ from the rehearsal's",
+    ),
+)
+# Lines that say an engine loaded compiled code from its cache: the proof a serving pod started
+# warm (vLLM's, with or without its AOT compile).
+HIT_MARKERS: Final[tuple[re.Pattern[str], ...]] = (
+    re.compile(r"Directly load the compiled graph\(s\) for"),
+    re.compile(r"Directly load AOT compilation from"),
+    re.compile(r"fx graph cache hit for key"),
 )
 # vLLM's line with the seconds its engine took to start (profile, KV cache, warm-up).
 ENGINE_INIT: Final = re.compile(r"init engine \(profile, create kv cache, warmup model\) took ([0-9.]+) s")
@@ -139,6 +159,11 @@ def miss_evidence(log: str) -> list[tuple[str, str]]:
             if pattern.search(line):
                 found.append((line.strip()[:300], hint))
     return found
+
+
+def hit_evidence(log: str) -> list[str]:
+    """Each line of ``log`` that shows a load from a compile cache."""
+    return [line.strip()[:300] for line in log.splitlines() if any(p.search(line) for p in HIT_MARKERS)]
 
 
 def engine_init_seconds(log: str) -> float | None:

@@ -34,7 +34,6 @@ from modelwarmup.rehearsal import capture, engines, facts, traffic
 from modelwarmup.rehearsal.server import ServerProcess, WarmupRequest, check_ready_url, find_command
 
 LOG_LINES_KEPT = 400
-LOCK_GROUP = "rehearsal"
 
 
 @dataclass(frozen=True)
@@ -72,17 +71,6 @@ class _Run:
     engine_init_seconds: float | None = field(default=None)
 
 
-def read_entry(entry: Path) -> RehearsalManifest | None:
-    """The entry's manifest, or None when it is absent, incomplete or of another version."""
-    import json
-
-    try:
-        data = json.loads((entry / layout.MANIFEST).read_text(encoding="utf-8"))
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
-        return None
-    return contract.parse(data)
-
-
 def environment(spec: Rehearsal) -> tuple[dict[str, str], dict[str, str]]:
     """(the server's whole environment, the part a serving pod sets too)."""
     hf_home = spec.hf_home or spec.cache_dir / "hf"
@@ -112,10 +100,10 @@ def rehearse(spec: Rehearsal) -> dict[str, Any]:
     key = facts.rehearsal_key(spec.repo, inputs)
     cache = CacheLayout(spec.cache_dir)
     entry = cache.rehearsal_entry(key)
-    if not spec.force and (found := read_entry(entry)) is not None:
+    if not spec.force and (found := layout.read_rehearsal(entry)) is not None:
         return _summary(found, cache_hit=True, seconds=time.monotonic() - started)
-    with layout.entry_lock(cache, LOCK_GROUP, key, timeout_s=spec.lock_timeout_s):
-        if not spec.force and (found := read_entry(entry)) is not None:
+    with layout.entry_lock(cache, layout.REHEARSAL_LOCK_GROUP, key, timeout_s=spec.lock_timeout_s):
+        if not spec.force and (found := layout.read_rehearsal(entry)) is not None:
             return _summary(found, cache_hit=True, seconds=time.monotonic() - started)
         with layout.staging_beside(entry) as staging:
             capture.prepare(spec.engine_cache_path)
@@ -268,7 +256,7 @@ def _summary(entry: RehearsalManifest, *, cache_hit: bool, seconds: float) -> di
 def restore(entry_dir: Path, to: Path | None) -> dict[str, Any]:
     """Copy a rehearsed entry's caches into a writable folder (default: the rehearsal's own path);
     returns a summary with the env a server sets to use them."""
-    found = read_entry(entry_dir)
+    found = layout.read_rehearsal(entry_dir)
     if found is None:
         raise errors.InvalidOptionError(f"--entry {entry_dir}: no complete rehearsal entry there")
     target = to or Path(found["engine_cache_path"])

@@ -13,14 +13,13 @@ importable), so a cold start is visible.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from modelwarmup.contracts import wiring
+from modelwarmup.contracts import startlog, wiring
 
 ACTIVATED = wiring.ENV_ACTIVATED  # inherited by child processes: they reuse the same copy
 # Set while this process activates. Activation starts Python helpers of its own (Inductor's ISA
@@ -33,7 +32,7 @@ COLD = wiring.ENV_COLD  # set once a process decided to start cold: its children
 
 def _warn(message: str) -> None:
     print(
-        f"modelwarmup: WARNING: {message}; starting cold (the server compiles on its own)",
+        startlog.warning(f"{message}; starting cold (the server compiles on its own)"),
         file=sys.stderr,
         flush=True,
     )
@@ -80,11 +79,7 @@ def report_stats_after_compile() -> None:
 
     def _report(*_: Any) -> None:
         stats = recipe.cache_stats()
-        print(
-            "modelwarmup: " + json.dumps({"compile_cache": stats}, sort_keys=True),
-            file=sys.stderr,
-            flush=True,
-        )
+        print(startlog.stats_line(stats), file=sys.stderr, flush=True)
         try:
             from prometheus_client import Gauge
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from modelwarmup import errors
 from modelwarmup.cache import integrity, keys, layout
 from modelwarmup.cache.layout import CacheLayout
-from modelwarmup.contracts import manifest
+from modelwarmup.contracts import manifest, startlog
 
 # Fingerprint keys that describe the node rather than the software in a container.
 HARDWARE_KEYS = (
@@ -169,8 +169,7 @@ def run(args: argparse.Namespace) -> int:
     print(line, file=sys.stderr)
     if args.warn_only:
         print(
-            "modelwarmup verify: WARNING: the server will start cold (it compiles on its own)",
-            file=sys.stderr,
+            startlog.warning("the server will start cold (it compiles on its own)", "verify"), file=sys.stderr
         )
         return errors.EXIT_OK
     return verdict.code

@@ -62,6 +62,12 @@ GAP-NS      ``GET /api/v1/namespaces`` is a 500 and ``/api/v1/namespaces/{name}`
             namespace scope (kmock's URL parser). Real: namespaces are a cluster-scoped resource.
             Namespaces are created on first use unless ``strict_namespaces=True`` (real: 404).
 
+GAP-LOG     ``GET pods/{name}/log`` returns the pod object. Real: the API server proxies the
+            node's kubelet for one container's plain-text log (``container``, ``limitBytes``,
+            ``tailLines``), a 400 for a container the pod has not, a missing container name
+            when the pod has several, or a container that has not started. Here: the same
+            refusals, and the text of a file the test attaches (:meth:`ApiServer.attach_log`).
+
 GAP-ADMIT   kmock stores any built-in object. Real: the kind's OpenAPI schema and apimachinery's
             validation refuse invalid ones with a 422 whose details.causes name the fields. Here
             (:mod:`.admission`): for Jobs, Deployments, PVCs and Events, the schema (strict) and

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -35,6 +36,8 @@ class ApiServerEmulator(
     tokens: frozenset[str] = frozenset()  # bearer tokens it accepts; every other request is a 401
 
     request_log: list[LoggedRequest] = attrs.field(factory=list, init=False)
+    # GAP-LOG: what a kubelet would serve as a container's log: (namespace, pod, container) -> file.
+    pod_logs: dict[tuple[str, str, str], Path] = attrs.field(factory=dict, init=False)
     _rv: int = attrs.field(default=0, init=False)
     _by_uid: dict[str, ArrayKey] = attrs.field(factory=dict, init=False)
     _watch_logs: dict[kmock.resource, WatchLog] = attrs.field(factory=dict, init=False)

@@ -13,6 +13,7 @@ import kmock
 
 from .. import semantics
 from .common import (
+    PODS,
     WatchLog,
     api_version_of,
     k8s_error,
@@ -50,7 +51,58 @@ class Reads:
         obj = self._live(self._key(res, info, request.namespace, request.name))
         if obj is None:
             raise self._not_found(res, request.name)
+        if request.subresource == "log" and res == PODS:
+            return self._pod_log(obj, request.params)
         return obj
+
+    def _pod_log(self, pod: Mapping[str, Any], params: Mapping[str, str]) -> kmock.Response:
+        # GAP-LOG: kmock serves pods/log as the pod itself. Real: the API server proxies the
+        # kubelet's plain-text log of one container, and refuses as below. Here the text is the
+        # file a test attached for (namespace, pod, container) (ApiServer.attach_log).
+        meta, spec = pod["metadata"], pod.get("spec") or {}
+        name = meta["name"]
+        containers = [c["name"] for c in spec.get("containers") or []]
+        inits = [c["name"] for c in spec.get("initContainers") or []]
+        container = params.get("container")
+        if not container:
+            if len(containers) != 1:
+                also = f" or one of the init containers: [{' '.join(inits)}]" if inits else ""
+                raise k8s_error(
+                    400,
+                    "BadRequest",
+                    f"a container name must be specified for pod {name}, "
+                    f"choose one of: [{' '.join(containers)}]{also}",
+                )
+            container = containers[0]
+        if container not in containers + inits:
+            raise k8s_error(400, "BadRequest", f"container {container} is not valid for pod {name}")
+        status = pod.get("status") or {}
+        found = [
+            c
+            for c in (status.get("containerStatuses") or []) + (status.get("initContainerStatuses") or [])
+            if c.get("name") == container
+        ]
+        state = (found[0].get("state") or {}) if found else {}
+        if not state.get("running") and not state.get("terminated"):
+            why = (state.get("waiting") or {}).get("reason") or (
+                "PodInitializing" if container in containers and inits else "ContainerCreating"
+            )
+            raise k8s_error(
+                400, "BadRequest", f'container "{container}" in pod "{name}" is waiting to start: {why}'
+            )
+        limit = params.get("limitBytes")
+        if limit is not None and (not limit.isdigit() or int(limit) <= 0):
+            raise k8s_error(
+                422, "Invalid", 'PodLogOptions.meta.k8s.io "" is invalid: limitBytes: must be > 0'
+            )
+        path = self.pod_logs.get((meta.get("namespace") or "", name, container))
+        data = path.read_bytes() if path is not None and path.exists() else b""
+        if params.get("tailLines"):
+            data = b"".join(data.splitlines(keepends=True)[-int(params["tailLines"]) :])
+        if limit is not None:
+            data = data[: int(limit)]
+        # An aiohttp Response is a Mapping to kmock (rendered as JSON): bytes with a header instead.
+        return kmock.Response(payload=data, headers={"Content-Type": "text/plain; charset=utf-8"})
 
     async def _serve_list(self, request: kmock.Request) -> kmock.Payload:
         res, info = self._info(request)

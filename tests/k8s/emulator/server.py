@@ -126,6 +126,14 @@ class ApiServer:
         """Run ``fn(emulator)`` in the server's loop (a sync fn or an async one) and return."""
         return self._background.call(lambda: fn(self.emulator), timeout)
 
+    def attach_log(self, namespace: str, pod: str, container: str, path: Path) -> None:
+        """Serve ``path`` as that container's log (``pods/log``), as its node's kubelet would."""
+
+        def attach(em: ApiServerEmulator) -> None:
+            em.pod_logs[(namespace, pod, container)] = path
+
+        self.call(attach)
+
     @property
     def access(self) -> access.Access:
         """The URL, CA and token a client needs (see :mod:`.access`)."""
