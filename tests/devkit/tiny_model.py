@@ -182,6 +182,68 @@ def make_tiny_causal_lm(dest: Path, model_type: str, *, seed: int = 0, **overrid
     return dest
 
 
+# A tiny Gemma 3 with vision: 32x32 images in 8x8 patches, pooled into 4 tokens per image.
+GEMMA3_IMAGE_SIZE, GEMMA3_IMAGE_TOKENS = 32, 4
+
+
+def make_tiny_gemma3_vision(dest: Path, *, seed: int = 0) -> tuple[Path, dict[str, int]]:
+    """Write a random ``Gemma3ForConditionalGeneration`` (its own config classes: Gemma 3 text and
+    SigLIP vision, tiny sizes) with the devkit tokenizer into ``dest``; returns it and the ids of
+    its image tokens (``image``, ``begin``, ``end``), placed past the tokenizer's vocabulary as
+    Gemma's processor does with its own."""
+    import torch
+    from transformers import AutoModelForCausalLM, Gemma3Config, Gemma3TextConfig, SiglipVisionConfig
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    tokenizer = _build_tokenizer()
+    vocab = len(tokenizer)
+    ids = {"begin": vocab, "end": vocab + 1, "image": vocab + 2}
+    specials = dict(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    text = Gemma3TextConfig(
+        vocab_size=vocab + 3,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=512,
+        layer_types=["full_attention", "full_attention"],
+        **specials,
+    )
+    vision = SiglipVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=GEMMA3_IMAGE_SIZE,
+        patch_size=8,
+    )
+    config = Gemma3Config(
+        text_config=text.to_dict(),
+        vision_config=vision.to_dict(),
+        mm_tokens_per_image=GEMMA3_IMAGE_TOKENS,
+        boi_token_index=ids["begin"],
+        eoi_token_index=ids["end"],
+        image_token_index=ids["image"],
+        **specials,
+    )
+    generator_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config).eval()
+    finally:
+        torch.random.set_rng_state(generator_state)
+    model.save_pretrained(dest)
+    tokenizer.save_pretrained(dest)
+    return dest, ids
+
+
 def make_tiny_sentence_transformer(dest: Path, *, seed: int = 0) -> Path:
     """Write a sentence-transformers embedding model into ``dest`` with the library itself: a tiny
     random BERT (``BertModel``, a WordPiece vocabulary of letters), mean pooling, normalisation.

@@ -24,11 +24,12 @@ and miss counters).
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:  # annotations only: serving processes import this without pydantic at hand
     import torch
@@ -198,6 +199,9 @@ def compile_for_serving(model: torch.nn.Module, settings: CompileSettings) -> to
       regional (each repeated block's class ``forward`` compiled once, shared by every layer) or
       whole-model, as the settings say.
 
+    Its parameters are frozen (``requires_grad_(False)``): serving never trains, and the graphs
+    then do not depend on how the model was loaded or merged.
+
     The instance's ``forward`` becomes a small eager wrapper that marks the sequence and batch dims
     dynamic and calls the compiled function; ``model(...)`` and HF helpers keep working. The model's
     generation config is pinned as well (:func:`pin_generation_config`). Raises ValueError for
@@ -208,6 +212,10 @@ def compile_for_serving(model: torch.nn.Module, settings: CompileSettings) -> to
     if getattr(model, _WRAPPED_MARKER, False):
         raise RuntimeError("model is already wrapped by compile_for_serving")
     kwargs = compile_kwargs(settings)
+    # Serving never trains. Whether parameters require grad is part of what AOTAutograd compiles
+    # for, and a model's loading decides it: fresh from_pretrained, yes; PEFT's merge_and_unload,
+    # no (measured: the merged model missed 1 graph of 3). Frozen here, every model is the same.
+    model.requires_grad_(False)
     # Prefill and decode graphs per batch class, with and without a cache, share one code object.
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, _RECOMPILE_LIMIT)
     whole = torch.compile(type(model).forward, **kwargs)
@@ -241,6 +249,9 @@ def compile_for_serving(model: torch.nn.Module, settings: CompileSettings) -> to
         return whole(model, *args, **call_kwargs)
 
     setattr(forward, _WRAPPED_MARKER, True)
+    # The model's own parameters: generate() checks its kwargs against forward's signature, and
+    # refused a multimodal model's pixel_values through a bare (*args, **kwargs) (measured: Gemma 3).
+    cast(Any, forward).__signature__ = inspect.signature(model.forward)
     model.forward = forward
     pin_generation_config(model, settings)
     object.__setattr__(model, _WRAPPED_MARKER, True)

@@ -23,7 +23,7 @@ from modelwarmup.contracts import digest
 _DEVICE = re.compile(r"^(cpu|cuda(:[0-9]+)?)$")
 # Bump when the way modelwarmup wraps a model changes (marking rules, regional discovery, ...):
 # old artifacts then stop matching instead of silently missing Inductor's cache.
-WRAPPING_VERSION = 2
+WRAPPING_VERSION = 3  # 3: parameters frozen in compile_for_serving
 
 
 class CompileSettings(compile_contract.CompileFields):
