@@ -14,8 +14,9 @@ version pair).
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,19 @@ CHAT_TEMPLATE = (
 )
 
 LORA_TARGET_MODULES = ("q_proj", "v_proj")
+
+
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """torch's global generator seeded for a model's random weights, then as it was before."""
+    import torch
+
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.random.set_rng_state(state)
 
 
 def _build_tokenizer() -> Any:
@@ -95,7 +109,6 @@ def make_tiny_llama(
     tokenizer.json, tokenizer_config.json, chat_template.jinja. With the defaults the weights are
     about 0.4 MB. ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained(dest)`` load it offline.
     """
-    import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     if hidden_size % num_heads or num_heads % num_kv_heads:
@@ -118,12 +131,8 @@ def make_tiny_llama(
         dtype="float32",
         architectures=["LlamaForCausalLM"],
     )
-    generator_state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
+    with _seeded(seed):
         model = LlamaForCausalLM(config).eval()  # type: ignore[no-untyped-call]
-    finally:
-        torch.random.set_rng_state(generator_state)
     model.generation_config = GenerationConfig(  # type: ignore[no-untyped-call]
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -140,7 +149,6 @@ def make_tiny_causal_lm(dest: Path, model_type: str, *, seed: int = 0, **overrid
     """Write a random causal LM of any transformers ``model_type`` (its own config class, tiny
     sizes) with the devkit tokenizer into ``dest``; ``overrides`` go into the config, e.g.
     ``sliding_window=8``. Sizes follow the Llama-style names; GPT-2's are mapped."""
-    import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     dest = Path(dest)
@@ -171,12 +179,8 @@ def make_tiny_causal_lm(dest: Path, model_type: str, *, seed: int = 0, **overrid
         pad_token_id=tokenizer.pad_token_id,
         **overrides,
     )
-    generator_state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
+    with _seeded(seed):
         model = AutoModelForCausalLM.from_config(config).eval()
-    finally:
-        torch.random.set_rng_state(generator_state)
     model.save_pretrained(dest)
     tokenizer.save_pretrained(dest)
     return dest
@@ -191,7 +195,6 @@ def make_tiny_gemma3_vision(dest: Path, *, seed: int = 0) -> tuple[Path, dict[st
     SigLIP vision, tiny sizes) with the devkit tokenizer into ``dest``; returns it and the ids of
     its image tokens (``image``, ``begin``, ``end``), placed past the tokenizer's vocabulary as
     Gemma's processor does with its own."""
-    import torch
     from transformers import AutoModelForCausalLM, Gemma3Config, Gemma3TextConfig, SiglipVisionConfig
 
     dest = Path(dest)
@@ -233,12 +236,8 @@ def make_tiny_gemma3_vision(dest: Path, *, seed: int = 0) -> tuple[Path, dict[st
         image_token_index=ids["image"],
         **specials,
     )
-    generator_state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
+    with _seeded(seed):
         model = AutoModelForCausalLM.from_config(config).eval()
-    finally:
-        torch.random.set_rng_state(generator_state)
     model.save_pretrained(dest)
     tokenizer.save_pretrained(dest)
     return dest, ids
@@ -255,7 +254,6 @@ def make_tiny_sentence_transformer(dest: Path, *, seed: int = 0) -> Path:
     import shutil
     import tempfile
 
-    import torch
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.base.modules import Normalize, Transformer
     from sentence_transformers.sentence_transformer.modules import Pooling
@@ -275,12 +273,8 @@ def make_tiny_sentence_transformer(dest: Path, *, seed: int = 0) -> Path:
             intermediate_size=64,
             max_position_embeddings=128,
         )
-        generator_state = torch.random.get_rng_state()
-        try:
-            torch.manual_seed(seed)
+        with _seeded(seed):
             BertModel(config).eval().save_pretrained(base)  # type: ignore[no-untyped-call]
-        finally:
-            torch.random.set_rng_state(generator_state)
         tokenizer.save_pretrained(base)
         transformer = Transformer(str(base), max_seq_length=128)
         pooling = Pooling(transformer.get_word_embedding_dimension(), pooling_mode="mean")

@@ -136,5 +136,5 @@ class ModelWarmupStatus(ApiModel):
     """One entry per spec.targets entry."""
     patched_deployments: list[str] = Field(default_factory=list)
     """The Deployments wired to the cache."""
-    serving_starts: list[ServingStart] = Field(default_factory=list, max_length=64)
+    serving_starts: list[ServingStart] = Field(default_factory=list)
     """For each wired Deployment, how a pod of the current model key started (ServingWarm)."""

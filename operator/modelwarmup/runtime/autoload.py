@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from modelwarmup.contracts import startlog, wiring
+from modelwarmup.contracts import packaging, startlog, wiring
 
 ACTIVATED = wiring.ENV_ACTIVATED  # inherited by child processes: they reuse the same copy
 # Set while this process activates. Activation starts Python helpers of its own (Inductor's ISA
@@ -169,21 +169,5 @@ RUNTIME_PARTS = ("__init__.py", "py.typed", "errors.py", "contracts", "cache", "
 
 def install_runtime(target: Path) -> None:
     """Copy the serving side of modelwarmup and a sitecustomize.py into ``target``."""
-    import shutil
-
-    import modelwarmup
-
-    source = Path(modelwarmup.__file__).parent
-    package = target / "modelwarmup"
-    package.mkdir(parents=True, exist_ok=True)
-    for part in RUNTIME_PARTS:
-        if (source / part).is_dir():
-            shutil.copytree(
-                source / part,
-                package / part,
-                dirs_exist_ok=True,
-                ignore=shutil.ignore_patterns("__pycache__"),
-            )
-        else:
-            shutil.copy2(source / part, package / part)
+    packaging.copy_parts(RUNTIME_PARTS, target)
     (target / "sitecustomize.py").write_text(SITECUSTOMIZE, encoding="utf-8")

@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
+from modelwarmup.contracts import packaging
 from modelwarmup.rehearsal import command as rehearsal_command
 from modelwarmup.rehearsal import run as rehearsal
 from modelwarmup.worker import report
@@ -85,19 +85,5 @@ def _download(args: argparse.Namespace) -> dict[str, Any]:
 
 def _prepare(target: Path, download: dict[str, Any]) -> None:
     """The launcher's package and the download's summary, for the serving container."""
-    import modelwarmup
-
-    source = Path(modelwarmup.__file__).parent
-    package = target / rehearsal_command.LAUNCHER_PYTHON / "modelwarmup"
-    package.mkdir(parents=True, exist_ok=True)
-    for part in LAUNCHER_PARTS:
-        if (source / part).is_dir():
-            shutil.copytree(
-                source / part,
-                package / part,
-                dirs_exist_ok=True,
-                ignore=shutil.ignore_patterns("__pycache__"),
-            )
-        else:
-            shutil.copy2(source / part, package / part)
+    packaging.copy_parts(LAUNCHER_PARTS, target / rehearsal_command.LAUNCHER_PYTHON)
     (target / rehearsal_command.DOWNLOAD_SUMMARY).write_text(json.dumps(download), encoding="utf-8")
