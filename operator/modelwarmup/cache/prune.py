@@ -2,7 +2,8 @@
 
 Only compiled entries go (``compiled/<model-key>/``, and rehearsed ones, ``rehearsed/<key>/``),
 and only those of the named repository whose key is not in the keep list (a rehearsed one kept as
-``rehearsed/<key>``); the Hugging Face cache is shared between entries and left alone. An entry is first renamed to a hidden name, so a reader never sees half of it, then
+``rehearsed/<key>``); the Hugging Face cache is shared between entries and left alone. An entry
+is first renamed to a hidden name, so a reader never sees half of it, then
 deleted. Refs pointing at a deleted entry are removed too. A model key whose entry a worker is
 building right now (its builder lock held) is left for the next prune.
 
@@ -62,28 +63,29 @@ def _platforms(model_dir: Path) -> set[str]:
 
 
 def prune(cache: CacheLayout, repo: str, keep: set[str]) -> tuple[list[str], list[str]]:
-    """Delete superseded entries of ``repo``; returns the model keys removed and those left
-    because a worker holds one of their builder locks."""
+    """Delete superseded entries of ``repo``; returns the keys removed and those left because a
+    worker or a rehearsal holds one of their locks."""
+    candidates = [
+        (
+            model_dir,
+            model_dir.name,
+            [cache.lock_file(model_dir.name, p) for p in sorted(_platforms(model_dir))],
+        )
+        for model_dir in superseded(cache, repo, keep)
+    ] + [
+        (entry, f"{REHEARSED}{entry.name}", [cache.rehearsal_lock(entry.name)])
+        for entry in superseded_rehearsals(cache, repo, keep)
+    ]
     removed, busy = [], []
-    for model_dir in superseded(cache, repo, keep):
+    for folder, key, locks in candidates:
         with contextlib.ExitStack() as stack:
-            locks = [cache.lock_file(model_dir.name, p) for p in sorted(_platforms(model_dir))]
             if not all(stack.enter_context(housekeeping.lock_if_free(lock)) for lock in locks):
-                busy.append(model_dir.name)
+                busy.append(key)
                 continue
-            hidden = model_dir.with_name(f".{model_dir.name}.{uuid.uuid4().hex[:8]}.stale")
-            os.replace(model_dir, hidden)
+            hidden = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.stale")
+            os.replace(folder, hidden)
         shutil.rmtree(hidden, ignore_errors=True)
-        removed.append(model_dir.name)
-    for entry in superseded_rehearsals(cache, repo, keep):
-        with housekeeping.lock_if_free(cache.rehearsal_lock(entry.name)) as free:
-            if not free:
-                busy.append(f"{REHEARSED}{entry.name}")
-                continue
-            hidden = entry.with_name(f".{entry.name}.{uuid.uuid4().hex[:8]}.stale")
-            os.replace(entry, hidden)
-        shutil.rmtree(hidden, ignore_errors=True)
-        removed.append(f"{REHEARSED}{entry.name}")
+        removed.append(key)
     refs = cache.root / "refs"
     if removed and refs.is_dir():
         for ref in refs.glob("*.json"):
