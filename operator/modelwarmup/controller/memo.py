@@ -12,6 +12,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from modelwarmup.api.status import ModelWarmupStatus
+from modelwarmup.controller import served
 from modelwarmup.controller.kubeapi import KubeApi
 from modelwarmup.controller.metrics import Metrics
 from modelwarmup.controller.settings import OperatorSettings
@@ -96,18 +98,17 @@ class Runtime:
         """The resources (by the status last written) serving ``model_key`` whose wired
         Deployments do not all have a verdict on how their pods started (ServingWarm)."""
         with self._guard:
-            found = []
-            for (ns, name), status in self._written.items():
-                if ns != namespace or status.get("modelKey") != model_key:
-                    continue
-                judged = {
-                    s.get("deployment")
-                    for s in status.get("servingStarts") or []
-                    if s.get("modelKey") == model_key and s.get("warm") is not None
-                }
-                if set(status.get("patchedDeployments") or []) - judged:
-                    found.append(name)
-            return sorted(found)
+            serving = [
+                (name, written)
+                for (ns, name), written in self._written.items()
+                if ns == namespace and written.get("modelKey") == model_key
+            ]
+        found = []
+        for name, written in serving:
+            status = ModelWarmupStatus.model_validate(written)
+            if served.unjudged(status, status.patched_deployments):
+                found.append(name)
+        return sorted(found)
 
     def recheck_due(self, namespace: str, name: str) -> bool:
         """Whether the pending-recheck timer's tick should reconcile: the n-th time after

@@ -231,7 +231,7 @@ def serving_logs(api: KubeApi, mw: ModelWarmup, found: dict[str, KubeObject]) ->
     namespace = mw.metadata.namespace or "default"
     wired = [name for name, d in sorted(found.items()) if serving.current_key(d) == key]
     logs = []
-    for name in served.unjudged(mw, wired):
+    for name in served.unjudged(mw.status, wired):
         deployment = found[name]
         init, server = served.containers(mw, deployment.get("spec", {}).get("template", {}))
         selector = (deployment.get("spec", {}).get("selector") or {}).get("matchLabels") or {}

@@ -17,9 +17,11 @@ A log that shows neither a hit nor a miss yet is no verdict: it is read again la
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from modelwarmup.api.resource import ModelWarmup
+from modelwarmup.api.status import ModelWarmupStatus
 from modelwarmup.contracts import startlog
 from modelwarmup.controller import rehearsal, serving
 from modelwarmup.controller.kubeapi import KubeObject
@@ -63,10 +65,10 @@ def containers(mw: ModelWarmup, template: KubeObject) -> tuple[str, str]:
     return serving.INIT_CONTAINER, wired[0] if wired else ""
 
 
-def unjudged(mw: ModelWarmup, deployments: list[str]) -> list[str]:
-    """The Deployments wired to the resource's model key whose start has no verdict yet."""
-    key = mw.status.model_key
-    done = {s.deployment for s in mw.status.serving_starts if s.model_key == key and s.warm is not None}
+def unjudged(status: ModelWarmupStatus, deployments: Iterable[str]) -> list[str]:
+    """Of these Deployments (wired to the status's model key), those whose start has no verdict yet."""
+    key = status.model_key
+    done = {s.deployment for s in status.serving_starts if s.model_key == key and s.warm is not None}
     return [name for name in deployments if name not in done]
 
 
