@@ -25,28 +25,6 @@ from modelwarmup.compilation.settings import CompileSettings
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _make_tiny_llama(dest: Path) -> Path:
-    try:
-        from tests.devkit.tiny_model import make_tiny_llama
-    except ImportError:  # pragma: no cover - the devkit helper is the normal path
-        import torch
-        from transformers import LlamaConfig, LlamaForCausalLM
-
-        torch.manual_seed(0)
-        config = LlamaConfig(
-            vocab_size=256,
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=256,
-        )
-        LlamaForCausalLM(config).eval().save_pretrained(dest, safe_serialization=True)
-        return dest
-    return make_tiny_llama(dest)
-
-
 def _run_python(code: str, *, timeout: float = 420) -> dict[str, Any]:
     """Run ``code`` in a fresh interpreter; it must print one JSON object as its last line."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TORCHINDUCTOR_", "TRITON_"))}
@@ -111,7 +89,9 @@ SERVE = """
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+    from tests.devkit.tiny_model import make_tiny_llama
+
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
 def _files(root: Path) -> set[str]:
