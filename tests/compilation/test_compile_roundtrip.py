@@ -59,6 +59,7 @@ SERVE = """
     import dataclasses, json, time
     from pathlib import Path
     from modelwarmup.runtime import activate, cache_stats, compile_for_serving, load_aoti
+    from modelwarmup.compilation import isa_checks
     from modelwarmup.compilation.compiler import load_model
     from modelwarmup.compilation.settings import CompileSettings
     started = time.perf_counter()
@@ -79,7 +80,8 @@ SERVE = """
             ref_tokens = model.generate(ids, **generate)
         result = {{"stats": stats, "diff": (out - ref).abs().max().item(), "first_call_s": first,
                    "same_tokens": tokens.tolist() == ref_tokens.tolist(), "new": tokens.shape[1] - ids.shape[1],
-                   "activation": json.loads(json.dumps(dataclasses.asdict(activation), default=str))}}
+                   "activation": json.loads(json.dumps(dataclasses.asdict(activation), default=str)),
+                   "isa_checks_run": isa_checks.ran()}}
         aoti = load_aoti(Path({entry!r}))
         if aoti is not None:
             result["aoti_diff"] = (aoti(ids) - ref).abs().max().item()
@@ -128,6 +130,7 @@ def test_compile_then_serve_warm(
     assert report["max_abs_diff"] < 1e-4
     assert (entry / "inductor" / "fxgraph").is_dir()
     assert (entry / "megacache.bin").stat().st_size > 0
+    assert json.loads((entry / "isa_checks.json").read_text())["answers"]  # Inductor's ISA checks, answered
     assert (entry / "aoti" / "model.pt2").is_file() == aot_inductor
     before = _files(entry)
 
@@ -147,6 +150,7 @@ def test_compile_then_serve_warm(
     assert served["diff"] < 1e-4
     assert served["same_tokens"] and served["new"] == 16
     assert served["activation"]["copied_files"] > 0
+    assert served["isa_checks_run"] == 0  # every ISA check answered from the entry: no test library built
     assert served["activation"]["inductor_dir"] == str((tmp_path / "private").resolve())
     if aot_inductor:
         assert served["aoti_diff"] < 1e-4

@@ -38,6 +38,7 @@ INDUCTOR_DIRNAME = "inductor"  # an Inductor cache folder (FX graphs, kernels, T
 MEGACACHE_FILENAME = "megacache.bin"  # torch's Mega-Cache
 AOTI_RELPATH = Path("aoti") / "model.pt2"  # an AOTInductor package
 CHAT_TEMPLATE_FILENAME = "chat_template.jinja"
+ISA_CHECKS_FILENAME = "isa_checks.json"  # Inductor's vector-ISA check answers (compilation.isa_checks)
 
 
 @dataclass(frozen=True)

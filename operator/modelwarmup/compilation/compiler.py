@@ -16,6 +16,9 @@ The entry it writes into ``artifacts_dir``:
 * ``megacache.bin``: torch's Mega-Cache (``torch.compiler.save_cache_artifacts``). Portable and
   small; on CPU it alone barely helps (kernels are rebuilt), but it costs little and carries
   autotuning and PGO results on GPU.
+* ``isa_checks.json``: the answers of Inductor's vector-ISA checks on this platform, so that a
+  serving process need not compile and load its test libraries again
+  (:mod:`modelwarmup.compilation.isa_checks`).
 * ``aoti/model.pt2`` (``aot_inductor``): an AOTInductor package of ``input_ids -> logits`` with
   dynamic batch and sequence dims; it loads in about eager time without a C++ compiler. It has
   no KV cache: it is a prefill and scoring path (a server generating with it would recompute
@@ -35,7 +38,7 @@ from pydantic import BaseModel, ConfigDict
 
 from modelwarmup import errors
 from modelwarmup.cache import layout
-from modelwarmup.compilation import exercise, recipe
+from modelwarmup.compilation import exercise, isa_checks, recipe
 from modelwarmup.compilation.limits import ModelLimits, read_config, read_limits
 from modelwarmup.compilation.settings import CompileSettings
 
@@ -140,6 +143,7 @@ def compile_model(
     eager_steps = recipe.eager_decode_steps(model)
     after = recipe.cache_stats()
 
+    isa_checks.save(artifacts_dir / layout.ISA_CHECKS_FILENAME)
     megacache_artifacts: dict[str, int] = {}
     saved = torch.compiler.save_cache_artifacts()
     if saved is not None:

@@ -128,6 +128,9 @@ def _cxx_info() -> dict[str, str]:
 def _cpu_info() -> dict[str, str]:
     from torch._inductor import cpu_vec_isa
 
+    from modelwarmup.compilation import isa_checks
+
+    isa_checks.install()  # answers loaded from an entry spare the checks; the worker records them
     isa = cpu_vec_isa.pick_vec_isa()
     info = {
         "cpu_vec_isa": type(isa).__name__,
@@ -170,8 +173,8 @@ def _cuda_info(device: str) -> dict[str, str]:
 def platform_fingerprint(device: str = "cpu") -> dict[str, str]:
     """Describe this process's compile platform for ``device`` as flat string pairs.
 
-    Calling it may run the C++ compiler once (Inductor's ISA probe, cached in its cache dir) and
-    imports torch. Keys starting with ``env:`` are environment variables.
+    Calling it may run the C++ compiler (Inductor's ISA checks, unless answers saved by a warm-up
+    were loaded: :mod:`modelwarmup.compilation.isa_checks`) and imports torch. Keys starting with ``env:`` are environment variables.
     """
     import torch
 

@@ -31,6 +31,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from modelwarmup.compilation import isa_checks
+
 if TYPE_CHECKING:  # annotations only: serving processes import this without pydantic at hand
     import torch
 
@@ -95,6 +97,7 @@ def configure_inductor(cache_dir: Path) -> Path:
     import torch._inductor.config as inductor_config
     from torch._inductor.codecache import CacheBase
 
+    isa_checks.install()  # before the first kernel: record the ISA checks' answers (or reuse them)
     inductor_config.cpp_cache_precompile_headers = False
     inductor_config.cpp.vec_isa_ok = True
     inductor_config.aot_inductor.precompile_headers = False

@@ -108,7 +108,7 @@ def activate_from_env(environ: Mapping[str, str] = os.environ) -> Path | None:
     if environ.get(wiring.ENV_AUTOLOAD) != "1" or environ.get(ACTIVATING) or environ.get(COLD):
         return None
     try:
-        from modelwarmup.compilation import platform, recipe
+        from modelwarmup.compilation import isa_checks, platform, recipe
         from modelwarmup.runtime import loader
 
         recipe.pin_environment()  # before torch is imported: the same switches as the worker
@@ -126,6 +126,7 @@ def activate_from_env(environ: Mapping[str, str] = os.environ) -> Path | None:
             return Path(environ[ACTIVATED])
         os.environ[ACTIVATING] = str(os.getpid())
         try:
+            isa_checks.load(isa_checks.saved_in(cache_dir, model_key))  # before the fingerprint runs them
             entry, why = select_entry(cache_dir, model_key, platform.platform_fingerprint(_device()))
             if entry is None:
                 _cold(why)

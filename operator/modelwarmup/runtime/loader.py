@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelwarmup.cache import layout
-from modelwarmup.compilation import recipe
+from modelwarmup.compilation import isa_checks, recipe
 from modelwarmup.contracts import checksums
 from modelwarmup.contracts.manifest import EntryManifest
 
@@ -85,6 +85,7 @@ def activate(
     # Stale locks from the Job would only make serving wait.
     shutil.rmtree(target / "locks", ignore_errors=True)
     found = _check(entry_dir, target, published=published)
+    isa_checks.load([entry_dir / layout.ISA_CHECKS_FILENAME])  # before configure_inductor installs none
     inductor_dir = recipe.configure_inductor(target)
     copy_seconds = time.perf_counter() - started
 

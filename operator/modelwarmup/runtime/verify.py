@@ -139,7 +139,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def run(args: argparse.Namespace) -> int:
-    from modelwarmup.compilation import devices, platform, recipe
+    from modelwarmup.compilation import devices, isa_checks, platform, recipe
 
     recipe.pin_environment()  # fingerprint the node as the worker and the loader do
 
@@ -153,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
             f"--model-key {model_key!r} is an entry key (<model-key>/<platform-key>); pass its model key"
         )
     device = devices.resolve_device(args.devices, None)
+    isa_checks.load(isa_checks.saved_in(args.cache_dir, model_key))  # the fingerprint need not run them
     verdict = verify(
         CacheLayout(args.cache_dir),
         model_key=model_key,
