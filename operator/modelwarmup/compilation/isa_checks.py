@@ -30,7 +30,7 @@ from modelwarmup.contracts.host import cpu_flags
 _FORMAT = 1
 _ANSWERS: dict[str, bool] = {}  # installed from entries: digest -> answer
 _SEEN: dict[str, bool] = {}  # every check this process answered, either way
-_RAN: list[str] = []  # the checks of those that ran Inductor's own (compiled and loaded a library)
+_RAN: list[str] = []  # those of them Inductor checked itself (compiled and loaded a library)
 _INSTALLED: list[Callable[..., bool]] = []  # Inductor's own check_build, once wrapped
 
 
@@ -54,11 +54,6 @@ def install(answers: Mapping[str, bool] | None = None) -> None:
         return answer
 
     setattr(cpu_vec_isa.VecISA, "check_build", check_build)  # noqa: B010 (a class attribute, on purpose)
-
-
-def answered() -> dict[str, bool]:
-    """Every check this process answered so far (run or reused), by digest."""
-    return dict(_SEEN)
 
 
 def ran() -> int:

@@ -174,7 +174,8 @@ def platform_fingerprint(device: str = "cpu") -> dict[str, str]:
     """Describe this process's compile platform for ``device`` as flat string pairs.
 
     Calling it may run the C++ compiler (Inductor's ISA checks, unless answers saved by a warm-up
-    were loaded: :mod:`modelwarmup.compilation.isa_checks`) and imports torch. Keys starting with ``env:`` are environment variables.
+    were loaded: :mod:`modelwarmup.compilation.isa_checks`) and imports torch. Keys starting
+    with ``env:`` are environment variables.
     """
     import torch
 

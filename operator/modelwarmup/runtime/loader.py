@@ -85,7 +85,7 @@ def activate(
     # Stale locks from the Job would only make serving wait.
     shutil.rmtree(target / "locks", ignore_errors=True)
     found = _check(entry_dir, target, published=published)
-    isa_checks.load([entry_dir / layout.ISA_CHECKS_FILENAME])  # before configure_inductor installs none
+    isa_checks.load([entry_dir / layout.ISA_CHECKS_FILENAME])  # before the first kernel asks for them
     inductor_dir = recipe.configure_inductor(target)
     copy_seconds = time.perf_counter() - started
 
