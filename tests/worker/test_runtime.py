@@ -27,7 +27,7 @@ SERVE = """
 import json, os, sys, torch
 from transformers import AutoModelForCausalLM
 from modelwarmup.compilation.settings import CompileSettings
-from modelwarmup.compilation import recipe
+from modelwarmup.compilation import isa_checks, recipe
 from modelwarmup.runtime import loader
 
 settings = CompileSettings.model_validate(json.load(open(sys.argv[1]))["compile"])
@@ -39,7 +39,8 @@ with torch.no_grad():
     logits = model(input_ids=ids, use_cache=False).logits
     tokens = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False)
 print(json.dumps({"next_token": int(logits[0, -1].argmax()), "activated": os.environ.get("MODELWARMUP_ACTIVATED", ""),
-                  "tokens": tokens[0, 13:].tolist(), "stats": recipe.cache_stats(), "modelwarmup": loader.__file__}))
+                  "tokens": tokens[0, 13:].tolist(), "stats": recipe.cache_stats(), "modelwarmup": loader.__file__,
+                  "isa_checks_run": isa_checks.ran()}))
 """
 
 
@@ -86,6 +87,9 @@ def test_autoload_serves_a_new_length_from_the_warmed_entry(warmed: Warmed, tmp_
     # The scoring graph, then prefill, the first step and the later steps of generate().
     assert result["stats"]["fxgraph_cache_hit"] == 4 and result["stats"]["fxgraph_cache_miss"] == 0, result
     assert "WARNING" not in stderr
+    # The worker saved Inductor's ISA checks' answers; the server took them instead of checking.
+    assert json.loads((warmed.entry / "isa_checks.json").read_text())["answers"]
+    assert result["isa_checks_run"] == 0, result
     eager, _ = _serve(warmed, tmp_path, cache=warmed.cache, key="tiny--llama-0000000000000000", mode="eager")
     assert result["tokens"] == eager["tokens"] and len(result["tokens"]) == 12
 
